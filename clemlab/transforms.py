@@ -1,0 +1,815 @@
+"""Coordinate transforms over points in physical units, and the one place axes are swapped.
+
+Points are ``(N, D)`` float arrays in µm with columns ``(x, y[, z])``: the order of
+scikit-image transforms, matplotlib clicks, BigWarp and ec-CLEM. Arrays are indexed
+``(z, y, x)`` (row-major). :func:`xy_to_rc` / :func:`rc_to_xy` and the pixel-grid helpers
+below are the only code in clemlab that converts between the two orders or between pixels and
+physical units.
+
+A transform maps points *forward*, from its source frame to its target frame (e.g. LM -> EM).
+Transforms are immutable values: ``tf(points)``, ``tf.inverse``, ``a.then(b)`` (``a`` first),
+``tf.to_dict()`` / :func:`transform_from_dict`, ``tf.matrix`` for linear models.
+
+Estimation (``Model.from_estimate(src, dst, weights=None)``) never raises on bad data
+(too few pairs, NaN, degenerate layout): it returns a falsy :class:`FailedEstimation` that
+carries the reason. Programmer errors (arrays of the wrong shape) raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import RegistrationError, TransformError
+
+__all__ = [
+    "POINT_AXES",
+    "as_points",
+    "xy_to_rc",
+    "rc_to_xy",
+    "pixel_to_physical",
+    "physical_to_pixel",
+    "index_to_physical_matrix",
+    "FailedEstimation",
+    "Transform",
+    "LinearTransform",
+    "Identity",
+    "Translation",
+    "Rigid",
+    "Similarity",
+    "Affine",
+    "Composite",
+    "MODELS",
+    "transform_from_dict",
+]
+
+#: Column order of points: ``(x, y[, z])``.
+POINT_AXES = ("x", "y", "z")
+
+
+# ---------------------------------------------------------------------------------------
+# points, axes and pixel grids
+# ---------------------------------------------------------------------------------------
+def as_points(points: Any, ndim: int | None = None, argname: str = "points") -> np.ndarray:
+    """Return ``points`` as a float64 ``(N, D)`` array, checking its shape.
+
+    A single point of shape ``(D,)`` becomes ``(1, D)``. Raises :class:`TransformError`
+    naming ``argname`` when the shape is wrong or does not match ``ndim``.
+    """
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TransformError(f"{argname} must be numeric, got {type(points).__name__}") from None
+    if arr.ndim == 1:
+        arr = arr[np.newaxis, :]
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3):
+        raise TransformError(
+            f"{argname} must have shape (N, 2) or (N, 3) with columns (x, y[, z]), "
+            f"got shape {np.shape(points)}"
+        )
+    if ndim is not None and arr.shape[1] != ndim:
+        raise TransformError(
+            f"{argname} has {arr.shape[1]} columns but the transform is {ndim}-D; "
+            f"give points as (N, {ndim}) in (x, y{', z' if ndim == 3 else ''}) order"
+        )
+    return arr
+
+
+def xy_to_rc(points: Any) -> np.ndarray:
+    """``(x, y[, z])`` point columns -> array index order ``(row, col)`` / ``(z, y, x)``."""
+    return np.asarray(points)[..., ::-1]
+
+
+def rc_to_xy(indices: Any) -> np.ndarray:
+    """Array index order ``(row, col)`` / ``(z, y, x)`` -> point columns ``(x, y[, z])``."""
+    return np.asarray(indices)[..., ::-1]
+
+
+def pixel_to_physical(pixels: Any, pixel_size: Any, origin: Any) -> np.ndarray:
+    """Continuous pixel coordinates -> physical positions (same ``(x, y[, z])`` order).
+
+    Parameters
+    ----------
+    pixels : array_like, shape (N, D)
+        Pixel coordinates, columns ``(x, y[, z])``; integers are pixel centres.
+    pixel_size, origin : array_like, shape (D,)
+        Pixel size and first-pixel-centre position per axis, in ``(x, y[, z])`` order, µm.
+    """
+    pix = as_points(pixels, len(pixel_size), "pixels")
+    return np.asarray(origin, np.float64) + pix * np.asarray(pixel_size, np.float64)
+
+
+def physical_to_pixel(points: Any, pixel_size: Any, origin: Any) -> np.ndarray:
+    """Physical positions -> continuous pixel coordinates (inverse of :func:`pixel_to_physical`)."""
+    pts = as_points(points, len(pixel_size), "points")
+    return (pts - np.asarray(origin, np.float64)) / np.asarray(pixel_size, np.float64)
+
+
+def index_to_physical_matrix(pixel_size: Any, origin: Any) -> np.ndarray:
+    """Homogeneous matrix from array indices ``(z, y, x)`` to physical points ``(x, y, z)``.
+
+    Parameters
+    ----------
+    pixel_size, origin : array_like, shape (D,)
+        Per-axis pixel size and first-pixel-centre position, in point order ``(x, y[, z])``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (D+1, D+1)
+        ``M`` with ``[x, y, (z), 1] = M @ [(k), i, j, 1]`` for the array index ``(k, i, j)``.
+    """
+    size = np.asarray(pixel_size, np.float64)
+    d = size.size
+    m = np.zeros((d + 1, d + 1))
+    m[:d, :d] = np.diag(size)[:, ::-1]
+    m[:d, d] = np.asarray(origin, np.float64)
+    m[d, d] = 1.0
+    return m
+
+
+# ---------------------------------------------------------------------------------------
+# failure value
+# ---------------------------------------------------------------------------------------
+class FailedEstimation:
+    """Falsy result of an estimation that the data did not support.
+
+    Attributes
+    ----------
+    reason : str
+        What was wrong with the data and what to do about it.
+
+    Using it as a transform (calling it, asking for its inverse, ...) raises
+    :class:`~clemlab.errors.RegistrationError` with the reason.
+    """
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"FailedEstimation({self.reason!r})"
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RegistrationError(self.reason)
+
+    def __call__(self, *args, **kwargs):
+        raise RegistrationError(self.reason)
+
+
+# ---------------------------------------------------------------------------------------
+# transforms
+# ---------------------------------------------------------------------------------------
+class Transform:
+    """Base class: a map of ``(N, D)`` points from ``source_frame`` to ``target_frame``.
+
+    Subclasses implement ``_apply``, ``inverse``, ``_params_dict`` and ``_from_params``.
+    """
+
+    #: registry of serialisable classes by ``type`` name
+    _registry: ClassVar[dict[str, type[Transform]]] = {}
+    #: minimum pairs for estimation, by dimensionality
+    min_points: ClassVar[dict[int, int]] = {2: 1, 3: 1}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Transform._registry[cls.__name__] = cls
+
+    def __init__(self, ndim: int, source_frame: str | None = None, target_frame: str | None = None):
+        if ndim not in (2, 3):
+            raise TransformError(f"transforms are 2-D or 3-D, got ndim={ndim!r}")
+        self._ndim = int(ndim)
+        self._source_frame = None if source_frame is None else str(source_frame)
+        self._target_frame = None if target_frame is None else str(target_frame)
+
+    # -- value-object basics --------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        """Dimensionality ``D`` of the points (2 or 3)."""
+        return self._ndim
+
+    @property
+    def source_frame(self) -> str | None:
+        """Name of the frame this transform maps from (``"LM"``), if known."""
+        return self._source_frame
+
+    @property
+    def target_frame(self) -> str | None:
+        """Name of the frame this transform maps to (``"EM"``), if known."""
+        return self._target_frame
+
+    def __setattr__(self, name, value):
+        if name.startswith("_") and name not in self.__dict__:
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new transform instead")
+
+    def __call__(self, points: Any) -> np.ndarray:
+        """Map points forward.
+
+        Parameters
+        ----------
+        points : array_like, shape (N, D) or (D,)
+            Points in the source frame, µm, columns ``(x, y[, z])``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, D)
+            Points in the target frame, same column order.
+        """
+        return self._apply(as_points(points, self.ndim))
+
+    def _apply(self, pts: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def inverse(self) -> Transform:  # pragma: no cover - abstract
+        """The transform mapping target-frame points back to the source frame."""
+        raise NotImplementedError
+
+    def then(self, other: Transform) -> Transform:
+        """Compose: apply ``self`` first, then ``other``.
+
+        Frame names must agree where both are known (``self.target_frame ==
+        other.source_frame``); the result maps ``self.source_frame`` to ``other.target_frame``.
+        """
+        if not isinstance(other, Transform):
+            raise TransformError(f"can only compose with a Transform, got {type(other).__name__}")
+        if other.ndim != self.ndim:
+            raise TransformError(f"cannot compose a {self.ndim}-D transform with a {other.ndim}-D one")
+        if self.target_frame and other.source_frame and self.target_frame != other.source_frame:
+            raise TransformError(
+                f"cannot compose: the first transform ends in frame {self.target_frame!r} but "
+                f"the second starts in frame {other.source_frame!r}"
+            )
+        return self._compose(other)
+
+    def _compose(self, other: Transform) -> Transform:
+        return Composite([self, other])
+
+    def with_frames(self, source_frame: str | None, target_frame: str | None) -> Transform:
+        """A copy of this transform carrying the given frame names."""
+        d = self.to_dict()
+        d["source_frame"], d["target_frame"] = source_frame, target_frame
+        return transform_from_dict(d)
+
+    def residuals(self, src: Any, dst: Any) -> np.ndarray:
+        """Euclidean distance ``|tf(src) - dst|`` per pair, shape (N,), in µm."""
+        return np.linalg.norm(self(src) - as_points(dst, self.ndim, "dst"), axis=1)
+
+    # -- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; :func:`transform_from_dict` rebuilds the transform exactly."""
+        return {
+            "type": type(self).__name__,
+            "ndim": self.ndim,
+            "source_frame": self.source_frame,
+            "target_frame": self.target_frame,
+            **self._params_dict(),
+        }
+
+    def _params_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def _from_params(cls, d: dict[str, Any]) -> Transform:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __eq__(self, other: Any) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return _dict_equal(self.to_dict(), other.to_dict())
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_dict()))
+
+    def __repr__(self) -> str:
+        frames = ""
+        if self.source_frame or self.target_frame:
+            frames = f", {self.source_frame} -> {self.target_frame}"
+        return f"{type(self).__name__}(ndim={self.ndim}{frames})"
+
+    # -- estimation -----------------------------------------------------------------------
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        """Number of free parameters of the model in ``ndim`` dims."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_estimate(
+        cls, src: Any, dst: Any, weights: Any = None, **kwargs
+    ) -> Transform | FailedEstimation:
+        """Fit the model to point pairs ``src[i] -> dst[i]`` by (weighted) least squares.
+
+        Parameters
+        ----------
+        src, dst : array_like, shape (N, D)
+            Corresponding points, µm, columns ``(x, y[, z])``.
+        weights : array_like, shape (N,), optional
+            Non-negative weight per pair, e.g. ``1 / sigma**2`` from localisation
+            uncertainties. Default: all equal.
+        **kwargs
+            Model options (``allow_reflection`` for Rigid/Similarity) and ``source_frame``,
+            ``target_frame``.
+
+        Returns
+        -------
+        Transform or FailedEstimation
+            The fitted transform, or a falsy :class:`FailedEstimation` saying why the data
+            do not determine it (too few pairs, NaN/inf, degenerate layout).
+        """
+        frames = {k: kwargs.pop(k, None) for k in ("source_frame", "target_frame")}
+        src_a = as_points(src, argname="src")
+        dst_a = as_points(dst, argname="dst")
+        if src_a.shape != dst_a.shape:
+            raise TransformError(f"src and dst must have the same shape, got {src_a.shape} and {dst_a.shape}")
+        ndim = src_a.shape[1]
+        n = src_a.shape[0]
+        if weights is None:
+            w = np.ones(n)
+        else:
+            w = np.asarray(weights, dtype=np.float64).reshape(-1)
+            if w.shape != (n,):
+                raise TransformError(f"weights must have shape ({n},), got {np.shape(weights)}")
+        name = cls.__name__.lower()
+        need = cls.min_points[ndim]
+        if n < need:
+            return FailedEstimation(
+                f"a {ndim}-D {name} transform needs at least {need} point pair"
+                f"{'s' if need > 1 else ''}, got {n}; add more landmarks or choose a simpler model"
+            )
+        bad = ~(np.isfinite(src_a).all(axis=1) & np.isfinite(dst_a).all(axis=1))
+        if bad.any():
+            return FailedEstimation(
+                f"landmark pairs {np.flatnonzero(bad).tolist()} contain NaN or infinite coordinates; "
+                "fix or deactivate them"
+            )
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            return FailedEstimation("weights must be finite, non-negative and not all zero")
+        result = cls._estimate(src_a, dst_a, w, **kwargs)
+        if isinstance(result, FailedEstimation):
+            return result
+        if frames["source_frame"] or frames["target_frame"]:
+            result = result.with_frames(frames["source_frame"], frames["target_frame"])
+        return result
+
+    @classmethod
+    def _estimate(cls, src, dst, w, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _dict_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_dict_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_dict_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+class LinearTransform(Transform):
+    """A transform given by a homogeneous ``(D+1, D+1)`` matrix acting on ``(x, y[, z], 1)``.
+
+    Parameters
+    ----------
+    matrix : array_like, shape (D+1, D+1)
+        Homogeneous matrix; the last row must be ``(0, ..., 0, 1)`` for affine models.
+    ndim : int, optional
+        2 or 3; inferred from ``matrix``.
+    source_frame, target_frame : str, optional
+        Frame names.
+    """
+
+    #: generality rank, for choosing the class of a composition
+    _rank: ClassVar[int] = 100
+
+    def __init__(self, matrix: Any = None, *, ndim: int | None = None,
+                 source_frame: str | None = None, target_frame: str | None = None):
+        if matrix is None:
+            d = 2 if ndim is None else ndim
+            m = np.eye(d + 1)
+        else:
+            m = np.array(matrix, dtype=np.float64)
+            if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] not in (3, 4):
+                raise TransformError(f"matrix must be 3x3 (2-D) or 4x4 (3-D), got shape {m.shape}")
+            d = m.shape[0] - 1
+            if ndim is not None and ndim != d:
+                raise TransformError(f"a {m.shape[0]}x{m.shape[0]} matrix is {d}-D, not ndim={ndim}")
+            if not np.all(np.isfinite(m)):
+                raise TransformError("matrix contains NaN or infinite values")
+        super().__init__(d, source_frame, target_frame)
+        self._check_matrix(m)
+        m.setflags(write=False)
+        self._matrix = m
+
+    def _check_matrix(self, m: np.ndarray) -> None:
+        d = m.shape[0] - 1
+        if not np.array_equal(m[d, :d], np.zeros(d)) or m[d, d] != 1:
+            raise TransformError(
+                f"{type(self).__name__} matrix must have last row (0, ..., 0, 1), got {m[d].tolist()}"
+            )
+        if abs(np.linalg.det(m[:d, :d])) < 1e-300:
+            raise TransformError(f"{type(self).__name__} matrix is singular (not invertible)")
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The ``(D+1, D+1)`` homogeneous matrix (read-only view)."""
+        return self._matrix
+
+    @property
+    def linear(self) -> np.ndarray:
+        """The ``(D, D)`` linear part."""
+        return self._matrix[: self.ndim, : self.ndim]
+
+    @property
+    def translation(self) -> np.ndarray:
+        """The ``(D,)`` translation, µm."""
+        return self._matrix[: self.ndim, self.ndim]
+
+    def _apply(self, pts: np.ndarray) -> np.ndarray:
+        return pts @ self.linear.T + self.translation
+
+    @property
+    def inverse(self) -> LinearTransform:
+        return type(self)._from_matrix(
+            np.linalg.inv(self._matrix), self.target_frame, self.source_frame
+        )
+
+    @classmethod
+    def _from_matrix(cls, m, source_frame=None, target_frame=None):
+        obj = cls.__new__(cls)
+        LinearTransform.__init__(obj, _clean_last_row(m), source_frame=source_frame,
+                                 target_frame=target_frame)
+        return obj
+
+    def _compose(self, other: Transform) -> Transform:
+        if isinstance(other, LinearTransform):
+            cls = type(self) if self._rank >= other._rank else type(other)
+            return cls._from_matrix(other.matrix @ self._matrix, self.source_frame, other.target_frame)
+        return super()._compose(other)
+
+    def _params_dict(self) -> dict[str, Any]:
+        return {"matrix": self._matrix.tolist()}
+
+    @classmethod
+    def _from_params(cls, d: dict[str, Any]) -> LinearTransform:
+        return cls._from_matrix(np.asarray(d["matrix"], dtype=np.float64),
+                                d.get("source_frame"), d.get("target_frame"))
+
+    def __repr__(self) -> str:
+        base = super().__repr__()[:-1]
+        with np.printoptions(precision=6, suppress=True):
+            return f"{base}, matrix=\n{self._matrix})"
+
+
+def _clean_last_row(m: np.ndarray) -> np.ndarray:
+    """Restore the exact ``(0, ..., 0, 1)`` last row that float products blur."""
+    m = np.array(m, dtype=np.float64)
+    d = m.shape[0] - 1
+    m[d, :d] = 0.0
+    m[d, d] = 1.0
+    return m
+
+
+def _weighted_centres(src, dst, w):
+    wn = w / w.sum()
+    return wn, wn @ src, wn @ dst
+
+
+def _rotation_2d(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def _orthogonality_error(r: np.ndarray) -> float:
+    return float(np.max(np.abs(r.T @ r - np.eye(r.shape[0]))))
+
+
+class Affine(LinearTransform):
+    """General affine map ``p -> A p + t``: rotation, anisotropic scale, shear, mirror.
+
+    Build from ``matrix=`` (``(D+1, D+1)``), or estimate with :meth:`from_estimate`.
+    Minimum pairs: 3 (2-D), 4 (3-D), not collinear / coplanar.
+    """
+
+    _rank = 50
+    min_points = {2: 3, 3: 4}
+
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        return ndim * (ndim + 1)
+
+    @classmethod
+    def _estimate(cls, src, dst, w, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for Affine estimation: {sorted(kwargs)}")
+        d = src.shape[1]
+        wn, cs, cd = _weighted_centres(src, dst, w)
+        sw = np.sqrt(wn)[:, None]
+        xs = (src - cs) * sw
+        xd = (dst - cd) * sw
+        sv = np.linalg.svd(xs, compute_uv=False)
+        if sv[0] == 0 or sv[-1] / sv[0] < 1e-10 or np.count_nonzero(wn) < d + 1:
+            shape = "on one line (collinear)" if d == 2 else "in one plane (coplanar) or on a line"
+            return FailedEstimation(
+                f"the source landmarks lie {shape}, so a {d}-D affine transform is not determined; "
+                "add landmarks spread across the field or choose a rigid/similarity model"
+            )
+        a, *_ = np.linalg.lstsq(xs, xd, rcond=None)  # xs @ a = xd, a is A.T
+        lin = a.T
+        m = np.eye(d + 1)
+        m[:d, :d] = lin
+        m[:d, d] = cd - lin @ cs
+        if abs(np.linalg.det(lin)) < 1e-300:
+            return FailedEstimation("the fitted affine map is singular; check the landmarks")
+        return cls._from_matrix(m)
+
+
+class Similarity(LinearTransform):
+    """Rotation, isotropic scale and translation: ``p -> s R p + t``.
+
+    Parameters
+    ----------
+    scale : float
+        Isotropic scale factor (> 0).
+    rotation : float or array_like
+        2-D: angle in radians (counter-clockwise in ``(x, y)``); 3-D: a ``(3, 3)`` rotation matrix.
+    translation : array_like, shape (D,)
+        µm.
+    matrix : array_like, optional
+        Homogeneous matrix instead of the parameters; its linear part must be ``s`` times an
+        orthogonal matrix (a mirrored similarity, determinant < 0, is allowed).
+    """
+
+    _rank = 40
+    min_points = {2: 2, 3: 3}
+
+    def __init__(self, scale: float = 1.0, rotation: Any = 0.0, translation: Any = None, *,
+                 matrix: Any = None, ndim: int | None = None,
+                 source_frame: str | None = None, target_frame: str | None = None):
+        if matrix is None:
+            matrix = _compose_params(scale, rotation, translation, ndim)
+        super().__init__(matrix, ndim=ndim, source_frame=source_frame, target_frame=target_frame)
+
+    def _check_matrix(self, m):
+        super()._check_matrix(m)
+        lin = m[:-1, :-1]
+        s = abs(np.linalg.det(lin)) ** (1.0 / lin.shape[0])
+        if _orthogonality_error(lin / s) > 1e-9:
+            raise TransformError(f"{type(self).__name__} matrix is not a scaled rotation: {lin.tolist()}")
+
+    @property
+    def scale(self) -> float:
+        """Isotropic scale factor."""
+        return float(abs(np.linalg.det(self.linear)) ** (1.0 / self.ndim))
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """``(D, D)`` orthogonal part (determinant -1 when mirrored)."""
+        return self.linear / self.scale
+
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        return 4 if ndim == 2 else 7
+
+    @classmethod
+    def _estimate(cls, src, dst, w, allow_reflection: bool = False, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for {cls.__name__} estimation: {sorted(kwargs)}")
+        return _umeyama(cls, src, dst, w, with_scale=True, allow_reflection=allow_reflection)
+
+
+class Rigid(Similarity):
+    """Rotation and translation: ``p -> R p + t`` (``R`` orthogonal; a mirror only if asked).
+
+    Parameters as :class:`Similarity` without ``scale``. Minimum pairs: 2 (2-D), 3 (3-D).
+    """
+
+    _rank = 30
+
+    def __init__(self, rotation: Any = 0.0, translation: Any = None, *, matrix: Any = None,
+                 ndim: int | None = None, source_frame: str | None = None,
+                 target_frame: str | None = None):
+        super().__init__(1.0, rotation, translation, matrix=matrix, ndim=ndim,
+                         source_frame=source_frame, target_frame=target_frame)
+
+    def _check_matrix(self, m):
+        LinearTransform._check_matrix(self, m)
+        if _orthogonality_error(m[:-1, :-1]) > 1e-9:
+            raise TransformError(f"Rigid matrix is not a rotation: {m[:-1, :-1].tolist()}")
+
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        return 3 if ndim == 2 else 6
+
+    @classmethod
+    def _estimate(cls, src, dst, w, allow_reflection: bool = False, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for Rigid estimation: {sorted(kwargs)}")
+        return _umeyama(cls, src, dst, w, with_scale=False, allow_reflection=allow_reflection)
+
+
+class Translation(LinearTransform):
+    """Shift only: ``p -> p + t``. One pair suffices."""
+
+    _rank = 20
+    min_points = {2: 1, 3: 1}
+
+    def __init__(self, offset: Any = None, *, matrix: Any = None, ndim: int | None = None,
+                 source_frame: str | None = None, target_frame: str | None = None):
+        if matrix is None:
+            off = np.zeros(2 if ndim is None else ndim) if offset is None else np.asarray(offset, float)
+            matrix = np.eye(off.size + 1)
+            matrix[:-1, -1] = off
+        super().__init__(matrix, ndim=ndim, source_frame=source_frame, target_frame=target_frame)
+
+    def _check_matrix(self, m):
+        super()._check_matrix(m)
+        if not np.array_equal(m[:-1, :-1], np.eye(m.shape[0] - 1)):
+            raise TransformError("Translation matrix must have an identity linear part")
+
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        return ndim
+
+    @classmethod
+    def _estimate(cls, src, dst, w, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for Translation estimation: {sorted(kwargs)}")
+        wn = w / w.sum()
+        return cls(wn @ (dst - src))
+
+
+class Identity(LinearTransform):
+    """The identity map (between two frames that coincide)."""
+
+    _rank = 10
+    min_points = {2: 0, 3: 0}
+
+    def __init__(self, *, matrix: Any = None, ndim: int = 2, source_frame: str | None = None,
+                 target_frame: str | None = None):
+        super().__init__(matrix, ndim=ndim, source_frame=source_frame, target_frame=target_frame)
+
+    def _check_matrix(self, m):
+        if not np.array_equal(m, np.eye(m.shape[0])):
+            raise TransformError("Identity matrix must be the identity")
+
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        return 0
+
+    @classmethod
+    def _estimate(cls, src, dst, w, **kwargs):
+        return cls(ndim=src.shape[1])
+
+
+def _compose_params(scale, rotation, translation, ndim) -> np.ndarray:
+    rot = np.asarray(rotation, dtype=np.float64)
+    if rot.ndim == 0:
+        if ndim == 3:
+            raise TransformError("a 3-D rotation must be given as a (3, 3) matrix")
+        rot = _rotation_2d(float(rot))
+    d = rot.shape[0]
+    if rot.shape != (d, d) or d not in (2, 3):
+        raise TransformError(f"rotation must be an angle (2-D) or a (D, D) matrix, got shape {rot.shape}")
+    s = float(scale)
+    if not np.isfinite(s) or s <= 0:
+        raise TransformError(f"scale must be positive and finite, got {scale!r}")
+    t = np.zeros(d) if translation is None else np.asarray(translation, dtype=np.float64).reshape(-1)
+    if t.shape != (d,):
+        raise TransformError(f"translation must have {d} values, got {t.shape[0]}")
+    m = np.eye(d + 1)
+    m[:d, :d] = s * rot
+    m[:d, d] = t
+    return m
+
+
+def _umeyama(cls, src, dst, w, with_scale: bool, allow_reflection: bool):
+    """Weighted closed-form least-squares rotation (+ scale) + translation (Umeyama 1991).
+
+    Minimises ``sum_i w_i |s R src_i + t - dst_i|^2``. Unless ``allow_reflection``, ``R`` is a
+    proper rotation (det +1): when the unconstrained optimum is a mirror, the smallest
+    singular direction is flipped, which is the exact constrained optimum.
+    """
+    d = src.shape[1]
+    wn, cs, cd = _weighted_centres(src, dst, w)
+    xs, xd = src - cs, dst - cd
+    var_s = float(wn @ np.sum(xs * xs, axis=1))
+    if var_s <= 0 or not np.isfinite(var_s):
+        return FailedEstimation(
+            "all source landmarks are at the same position, so rotation and scale are not "
+            "determined; use landmarks spread across the field"
+        )
+    cov = (xd * wn[:, None]).T @ xs  # (D, D): sum w dst_c src_c^T
+    u, sig, vt = np.linalg.svd(cov)
+    # rotation determined iff rank >= D-1 (the sign fixes the last axis)
+    if d == 3 and sig[1] <= 1e-12 * max(sig[0], 1e-300):
+        return FailedEstimation(
+            "the landmarks lie on one line, so the 3-D rotation about that line is not "
+            "determined; add a landmark off the line"
+        )
+    if sig[0] <= 0:
+        return FailedEstimation(
+            "all target landmarks are at the same position; check the landmark pairs"
+        )
+    sgn = np.ones(d)
+    if not allow_reflection and np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sgn[-1] = -1.0
+    rot = (u * sgn) @ vt
+    scale = float(sig @ sgn) / var_s if with_scale else 1.0
+    if with_scale and scale <= 0:
+        return FailedEstimation("the fitted scale is not positive; the landmark pairs are inconsistent")
+    m = np.eye(d + 1)
+    m[:d, :d] = scale * rot
+    m[:d, d] = cd - scale * rot @ cs
+    return cls._from_matrix(m)
+
+
+class Composite(Transform):
+    """Several transforms applied in order (first to last).
+
+    Parameters
+    ----------
+    transforms : sequence of Transform
+        Applied in order; all of one dimensionality.
+    """
+
+    def __init__(self, transforms, *, source_frame=None, target_frame=None):
+        tfs = []
+        for t in transforms:
+            if isinstance(t, Composite):
+                tfs.extend(t.transforms)
+            elif isinstance(t, Transform):
+                tfs.append(t)
+            else:
+                raise TransformError(f"Composite takes Transforms, got {type(t).__name__}")
+        if not tfs:
+            raise TransformError("Composite needs at least one transform")
+        dims = {t.ndim for t in tfs}
+        if len(dims) != 1:
+            raise TransformError(f"cannot compose transforms of different dimensionality {sorted(dims)}")
+        super().__init__(
+            tfs[0].ndim,
+            source_frame if source_frame is not None else tfs[0].source_frame,
+            target_frame if target_frame is not None else tfs[-1].target_frame,
+        )
+        self._transforms = tuple(tfs)
+
+    @property
+    def transforms(self) -> tuple[Transform, ...]:
+        """The parts, in the order they are applied."""
+        return self._transforms
+
+    def _apply(self, pts):
+        for t in self._transforms:
+            pts = t._apply(pts)
+        return pts
+
+    @property
+    def inverse(self) -> Composite:
+        return Composite([t.inverse for t in reversed(self._transforms)],
+                         source_frame=self.target_frame, target_frame=self.source_frame)
+
+    def _params_dict(self):
+        return {"transforms": [t.to_dict() for t in self._transforms]}
+
+    @classmethod
+    def _from_params(cls, d):
+        return cls([transform_from_dict(t) for t in d["transforms"]],
+                   source_frame=d.get("source_frame"), target_frame=d.get("target_frame"))
+
+
+#: Estimable models by the names ``register(model=...)`` accepts.
+MODELS: dict[str, type[Transform]] = {
+    "identity": Identity,
+    "translation": Translation,
+    "rigid": Rigid,
+    "similarity": Similarity,
+    "affine": Affine,
+}
+
+
+def transform_from_dict(d: dict[str, Any]) -> Transform:
+    """Rebuild a transform from :meth:`Transform.to_dict` output (exactly).
+
+    Raises :class:`TransformError` naming the problem for an unknown type or a malformed dict.
+    """
+    if not isinstance(d, dict) or "type" not in d:
+        raise TransformError(f"a transform dict needs a 'type' key, got {d!r:.200}")
+    cls = Transform._registry.get(d["type"])
+    if cls is None or cls in (Transform, LinearTransform):
+        raise TransformError(
+            f"unknown transform type {d['type']!r}; known: {sorted(k for k in Transform._registry if k not in ('Transform', 'LinearTransform'))}"
+        )
+    try:
+        tf = cls._from_params(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, TransformError):
+            raise
+        raise TransformError(f"malformed {d['type']} transform dict: {exc}") from None
+    if "ndim" in d and tf.ndim != d["ndim"]:
+        raise TransformError(f"transform dict says ndim={d['ndim']} but its parameters are {tf.ndim}-D")
+    return tf
