@@ -1,4 +1,71 @@
-"""clemlab: correlative light and electron microscopy in Jupyter.
+"""clemlab: correlative light and electron microscopy (CLEM) in Jupyter.
 
-Public API (see ``design.md``). Heavy modules load on first use of their names.
+>>> import clemlab as cl
+>>> sample = cl.synthetic_clem(seed=0)                       # doctest: +SKIP
+>>> reg = cl.register(cl.Landmarks.from_points(sample.fiducials_lm, sample.fiducials_em))  # doctest: +SKIP
+>>> corr = cl.correlate(sample.em, sample.lm, reg)           # doctest: +SKIP
+
+Names load on first use (PEP 562), so ``import clemlab`` stays light: it imports neither
+matplotlib, ipywidgets, dask.distributed nor the file-format libraries; it
+does import xarray, to register the ``.clem`` accessor.
 """
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("clemlab")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "as_image": "image",
+    "is_image": "image",
+    "check_image": "image",
+    "open_image": "io",
+    "write_ome_tiff": "io",
+    "Identity": "transforms",
+    "Translation": "transforms",
+    "Rigid": "transforms",
+    "Similarity": "transforms",
+    "Affine": "transforms",
+    "Composite": "transforms",
+    "FailedEstimation": "transforms",
+    "transform_from_dict": "transforms",
+    "Landmarks": "landmarks",
+    "register": "registration",
+    "Registration": "registration",
+    "warp": "warp",
+    "correlate": "warp",
+    "synthetic_clem": "datasets",
+    "plot_overlay": "viz",
+    "ClemlabError": "errors",
+    "ImageError": "errors",
+    "UnitError": "errors",
+    "MissingPixelSizeError": "errors",
+    "FileFormatError": "errors",
+    "LandmarkError": "errors",
+    "RegistrationError": "errors",
+    "TransformError": "errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+# Registers the ``.clem`` DataArray accessor (xarray, numpy: light enough to load now).
+from . import image as _image  # noqa: E402,F401
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clemlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -103,7 +103,7 @@ def normalize_unit(unit: str) -> str:
     if low in _UNIT_TO_UM:
         factor = _UNIT_TO_UM[low]
         return "µm" if factor == 1.0 else low
-    known = ", ".join(sorted({"µm", "um", "micron", "nm", "Å", "A", "mm", "cm", "m", "pm", "inch"}))
+    known = "µm (um, micron), nm, Å (A, angstrom), pm, mm, cm, m, inch"
     raise UnitError(f"unknown length unit {unit!r}; use one of: {known}")
 
 

@@ -1,0 +1,463 @@
+"""Landmarks: a table of corresponding points, source (e.g. LM) -> destination (e.g. EM).
+
+Columns (µm, points in ``(x, y[, z])`` order)::
+
+    name, active, x_src, y_src[, z_src], x_dst, y_dst[, z_dst][, sigma_src, sigma_dst]
+
+``sigma_src``/``sigma_dst`` are optional per-point localisation uncertainties (1-sigma, µm,
+per axis). The table reads and writes its own versioned JSON and plain CSV; every edit can be
+autosaved atomically so that no click is ever lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._atomic import atomic_write_text, check_writable
+from .errors import FileFormatError, LandmarkError
+
+__all__ = ["Landmarks", "SCHEMA_VERSION"]
+
+#: Version of the JSON schema this clemlab writes; files with a larger number are refused.
+SCHEMA_VERSION = 1
+_FORMAT = "clemlab.landmarks"
+_AXES = ("x", "y", "z")
+
+
+def _columns(ndim: int, sigma: bool) -> list[str]:
+    cols = ["name", "active"]
+    cols += [f"{a}_src" for a in _AXES[:ndim]] + [f"{a}_dst" for a in _AXES[:ndim]]
+    if sigma:
+        cols += ["sigma_src", "sigma_dst"]
+    return cols
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise LandmarkError(f"{where}: 'active' must be true/false, got {value!r}")
+
+
+class Landmarks:
+    """Pairs of corresponding points in two frames, with autosave.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame, optional
+        Columns as in the module docstring. Validated: finite coordinates, distinct names.
+    ndim : int
+        2 or 3, used when ``table`` is empty.
+    source_frame, target_frame : str
+        Names of the two frames (default ``"LM"`` and ``"EM"``).
+    autosave : path-like, optional
+        JSON file rewritten atomically after every edit. Its folder must be writable (checked
+        now, not at the first click).
+
+    Examples
+    --------
+    >>> lm = [[1.0, 2.0], [3.0, 4.0], [5.0, 0.5]]
+    >>> em = [[10.0, 20.0], [30.0, 40.0], [50.0, 5.0]]
+    >>> lms = Landmarks.from_points(lm, em)
+    >>> len(lms), lms.names
+    (3, ['P1', 'P2', 'P3'])
+    """
+
+    def __init__(self, table: pd.DataFrame | None = None, *, ndim: int = 2,
+                 source_frame: str = "LM", target_frame: str = "EM",
+                 autosave: str | os.PathLike | None = None):
+        if table is None:
+            table = pd.DataFrame({c: [] for c in _columns(ndim, False)})
+        self._df = self._validated(table, ndim)
+        self.source_frame = str(source_frame)
+        self.target_frame = str(target_frame)
+        self._autosave = None if autosave is None else check_writable(autosave)
+        self._listeners: list = []
+
+    # -- construction ---------------------------------------------------------------------
+    @staticmethod
+    def _validated(table: pd.DataFrame, ndim: int) -> pd.DataFrame:
+        if not isinstance(table, pd.DataFrame):
+            raise LandmarkError(f"landmarks table must be a pandas DataFrame, got {type(table).__name__}")
+        has_z = "z_src" in table.columns or "z_dst" in table.columns
+        d = 3 if has_z else (ndim if len(table) == 0 and ndim in (2, 3) else 2)
+        sigma = "sigma_src" in table.columns or "sigma_dst" in table.columns
+        cols = _columns(d, sigma)
+        missing = [c for c in cols if c not in table.columns]
+        if missing:
+            raise LandmarkError(
+                f"landmarks table lacks columns {missing}; expected {cols}"
+            )
+        df = table[cols].copy().reset_index(drop=True)
+        df["name"] = df["name"].astype(str)
+        df["active"] = [_as_bool(v, f"landmark {n!r}") for v, n in zip(df["active"], df["name"])]
+        for c in cols[2:]:
+            try:
+                df[c] = pd.to_numeric(df[c], errors="raise").astype(np.float64)
+            except (ValueError, TypeError):
+                raise LandmarkError(f"landmark column {c!r} holds text where numbers belong") from None
+        coords = df[cols[2 : 2 + 2 * d]].to_numpy(np.float64)
+        bad = ~np.isfinite(coords).all(axis=1)
+        if bad.any():
+            names = df["name"][bad].tolist()
+            raise LandmarkError(
+                f"landmarks {names} have NaN or infinite coordinates; give finite positions in µm "
+                "(or remove those pairs)"
+            )
+        if sigma:
+            s = df[["sigma_src", "sigma_dst"]].to_numpy()
+            if not np.all(np.isfinite(s) & (s >= 0)):
+                raise LandmarkError("sigma_src/sigma_dst must be finite and >= 0 (µm)")
+        dup = df["name"][df["name"].duplicated()].tolist()
+        if dup:
+            raise LandmarkError(f"landmark names must be unique; repeated: {sorted(set(dup))}")
+        return df
+
+    @classmethod
+    def from_points(cls, src: Any, dst: Any, names: Sequence[str] | None = None,
+                    active: Sequence[bool] | None = None, sigma_src: Any = None,
+                    sigma_dst: Any = None, **kwargs) -> Landmarks:
+        """Build landmarks from two ``(N, D)`` point arrays.
+
+        Parameters
+        ----------
+        src, dst : array_like, shape (N, D)
+            Corresponding points in µm, columns ``(x, y[, z])``; ``src[i]`` pairs with ``dst[i]``.
+        names : sequence of str, optional
+            Default ``"P1", "P2", ...``.
+        active : sequence of bool, optional
+            Default all active.
+        sigma_src, sigma_dst : float or array_like (N,), optional
+            Localisation uncertainty (1-sigma per axis, µm).
+        **kwargs
+            ``source_frame``, ``target_frame``, ``autosave`` as for :class:`Landmarks`.
+        """
+        s = np.asarray(src, dtype=np.float64)
+        t = np.asarray(dst, dtype=np.float64)
+        if s.ndim != 2 or s.shape[1] not in (2, 3):
+            raise LandmarkError(f"src must have shape (N, 2) or (N, 3) in (x, y[, z]) order, got {s.shape}")
+        if t.shape != s.shape:
+            raise LandmarkError(f"src and dst must have the same shape, got {s.shape} and {t.shape}")
+        n, d = s.shape
+        data: dict[str, Any] = {
+            "name": list(names) if names is not None else [f"P{i + 1}" for i in range(n)],
+            "active": list(active) if active is not None else [True] * n,
+        }
+        if len(data["name"]) != n or len(data["active"]) != n:
+            raise LandmarkError(f"names and active need one entry per pair ({n})")
+        for k, a in enumerate(_AXES[:d]):
+            data[f"{a}_src"] = s[:, k]
+        for k, a in enumerate(_AXES[:d]):
+            data[f"{a}_dst"] = t[:, k]
+        if sigma_src is not None or sigma_dst is not None:
+            data["sigma_src"] = np.broadcast_to(np.asarray(0.0 if sigma_src is None else sigma_src, float), (n,))
+            data["sigma_dst"] = np.broadcast_to(np.asarray(0.0 if sigma_dst is None else sigma_dst, float), (n,))
+        return cls(pd.DataFrame(data), ndim=d, **kwargs)
+
+    # -- read access ----------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        """2 or 3."""
+        return 3 if "z_src" in self._df.columns else 2
+
+    @property
+    def has_sigma(self) -> bool:
+        """True when per-point localisation uncertainties are stored."""
+        return "sigma_src" in self._df.columns
+
+    def __len__(self) -> int:
+        return len(self._df)
+
+    @property
+    def names(self) -> list[str]:
+        """Pair names in table order."""
+        return self._df["name"].tolist()
+
+    @property
+    def active(self) -> np.ndarray:
+        """Boolean mask ``(N,)`` of active pairs."""
+        return self._df["active"].to_numpy(bool)
+
+    def _pts(self, side: str, active_only: bool) -> np.ndarray:
+        cols = [f"{a}_{side}" for a in _AXES[: self.ndim]]
+        df = self._df[self._df["active"]] if active_only else self._df
+        return df[cols].to_numpy(np.float64).reshape(-1, self.ndim)
+
+    def src(self, active_only: bool = True) -> np.ndarray:
+        """Source points ``(N, D)``, µm, ``(x, y[, z])``; only active pairs by default."""
+        return self._pts("src", active_only)
+
+    def dst(self, active_only: bool = True) -> np.ndarray:
+        """Destination points ``(N, D)``, µm, ``(x, y[, z])``; only active pairs by default."""
+        return self._pts("dst", active_only)
+
+    def sigmas(self, active_only: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(sigma_src, sigma_dst)`` arrays ``(N,)`` in µm, or None when not stored."""
+        if not self.has_sigma:
+            return None
+        df = self._df[self._df["active"]] if active_only else self._df
+        return df["sigma_src"].to_numpy(float), df["sigma_dst"].to_numpy(float)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """A copy of the table (columns ``name, active, x_src, ...``)."""
+        return self._df.copy()
+
+    def copy(self, autosave: str | os.PathLike | None = None) -> Landmarks:
+        """An independent copy (autosave off unless a new path is given)."""
+        return Landmarks(self._df, ndim=self.ndim, source_frame=self.source_frame,
+                         target_frame=self.target_frame, autosave=autosave)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Landmarks):
+            return NotImplemented
+        return (
+            self.source_frame == other.source_frame
+            and self.target_frame == other.target_frame
+            and list(self._df.columns) == list(other._df.columns)
+            and self._df.equals(other._df)
+        )
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        return (f"Landmarks({len(self)} pairs, {int(self.active.sum())} active, {self.ndim}-D, "
+                f"{self.source_frame} -> {self.target_frame})\n{self._df.to_string(index=False)}")
+
+    def _repr_html_(self) -> str:
+        head = (f"<b>Landmarks</b>: {len(self)} pairs ({int(self.active.sum())} active), "
+                f"{self.ndim}-D, {self.source_frame} &rarr; {self.target_frame}, µm")
+        return head + self._df.to_html(index=False, float_format=lambda v: f"{v:.4f}")
+
+    # -- edits (each autosaves) -----------------------------------------------------------
+    def on_change(self, callback) -> None:
+        """Call ``callback(landmarks)`` after every edit (used by the widgets)."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        if self._autosave is not None:
+            self.save(self._autosave)
+        for cb in list(self._listeners):
+            cb(self)
+
+    def _next_name(self) -> str:
+        taken = set(self.names)
+        i = len(self) + 1
+        while f"P{i}" in taken:
+            i += 1
+        return f"P{i}"
+
+    def add(self, src: Any, dst: Any, name: str | None = None, active: bool = True,
+            sigma_src: float | None = None, sigma_dst: float | None = None) -> str:
+        """Append a pair; returns its name. Points are ``(D,)`` in µm, ``(x, y[, z])``."""
+        s = np.asarray(src, float).reshape(-1)
+        t = np.asarray(dst, float).reshape(-1)
+        if s.shape != (self.ndim,) or t.shape != (self.ndim,):
+            raise LandmarkError(f"a {self.ndim}-D pair needs {self.ndim} coordinates per point, got {s.size} and {t.size}")
+        name = self._next_name() if name is None else str(name)
+        row: dict[str, Any] = {"name": name, "active": bool(active)}
+        for k, a in enumerate(_AXES[: self.ndim]):
+            row[f"{a}_src"] = s[k]
+            row[f"{a}_dst"] = t[k]
+        if self.has_sigma:
+            row["sigma_src"] = 0.0 if sigma_src is None else sigma_src
+            row["sigma_dst"] = 0.0 if sigma_dst is None else sigma_dst
+        new = pd.concat([self._df, pd.DataFrame([row])], ignore_index=True) if len(self) else pd.DataFrame([row])
+        self._df = self._validated(new, self.ndim)
+        self._changed()
+        return name
+
+    def _row(self, name: str) -> int:
+        hits = np.flatnonzero(self._df["name"].to_numpy() == str(name))
+        if hits.size == 0:
+            raise LandmarkError(f"no landmark named {name!r}; names are {self.names}")
+        return int(hits[0])
+
+    def remove(self, name: str) -> None:
+        """Delete the pair called ``name``."""
+        self._df = self._df.drop(index=self._row(name)).reset_index(drop=True)
+        self._changed()
+
+    def move(self, name: str, src: Any = None, dst: Any = None) -> None:
+        """Set new position(s) of pair ``name`` (either side or both), µm."""
+        i = self._row(name)
+        new = self._df.copy()
+        for side, p in (("src", src), ("dst", dst)):
+            if p is None:
+                continue
+            p = np.asarray(p, float).reshape(-1)
+            if p.shape != (self.ndim,):
+                raise LandmarkError(f"a {self.ndim}-D point needs {self.ndim} coordinates, got {p.size}")
+            for k, a in enumerate(_AXES[: self.ndim]):
+                new.loc[i, f"{a}_{side}"] = p[k]
+        self._df = self._validated(new, self.ndim)
+        self._changed()
+
+    def set_active(self, name: str, active: bool) -> None:
+        """Switch pair ``name`` on or off for fitting."""
+        self._df.loc[self._row(name), "active"] = bool(active)
+        self._changed()
+
+    def clear(self) -> None:
+        """Remove all pairs."""
+        self._df = self._df.iloc[0:0].copy()
+        self._changed()
+
+    def replace(self, other: Landmarks) -> None:
+        """Take over the content of ``other`` (one edit: used for undo/redo)."""
+        self._df = other._df.copy()
+        self.source_frame, self.target_frame = other.source_frame, other.target_frame
+        self._changed()
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        """The versioned JSON document (a dict of plain values)."""
+        pairs = []
+        for rec in self._df.to_dict("records"):
+            item = {
+                "name": rec["name"],
+                "active": bool(rec["active"]),
+                "src": [float(rec[f"{a}_src"]) for a in _AXES[: self.ndim]],
+                "dst": [float(rec[f"{a}_dst"]) for a in _AXES[: self.ndim]],
+            }
+            if self.has_sigma:
+                item["sigma_src"] = float(rec["sigma_src"])
+                item["sigma_dst"] = float(rec["sigma_dst"])
+            pairs.append(item)
+        return {
+            "format": _FORMAT,
+            "version": SCHEMA_VERSION,
+            "ndim": self.ndim,
+            "units": "µm",
+            "axes": list(_AXES[: self.ndim]),
+            "source_frame": self.source_frame,
+            "target_frame": self.target_frame,
+            "pairs": pairs,
+        }
+
+    @classmethod
+    def from_json_dict(cls, doc: Any, where: str = "landmarks JSON", **kwargs) -> Landmarks:
+        """Rebuild from :meth:`to_json_dict` output; ``where`` names the source in errors."""
+        if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+            raise LandmarkError(f"{where} is not a clemlab landmarks file (no \"format\": \"{_FORMAT}\")")
+        version = doc.get("version")
+        if not isinstance(version, int):
+            raise LandmarkError(f"{where} has no integer schema 'version'")
+        if version > SCHEMA_VERSION:
+            raise LandmarkError(
+                f"{where} uses landmarks schema version {version}, newer than this clemlab "
+                f"understands ({SCHEMA_VERSION}); upgrade clemlab to read it"
+            )
+        units = doc.get("units", "µm")
+        if units != "µm":
+            raise LandmarkError(f"{where} is in {units!r}; clemlab landmarks files are in µm")
+        d = int(doc.get("ndim", 2))
+        pairs = doc.get("pairs", [])
+        if not isinstance(pairs, list):
+            raise LandmarkError(f"{where}: 'pairs' must be a list")
+        rows = []
+        sigma = any("sigma_src" in p or "sigma_dst" in p for p in pairs if isinstance(p, dict))
+        for i, p in enumerate(pairs):
+            try:
+                src, dst = list(p["src"]), list(p["dst"])
+                if len(src) != d or len(dst) != d:
+                    raise LandmarkError(f"{where}: pair {i} needs {d} coordinates per point")
+                row = {"name": p.get("name", f"P{i + 1}"), "active": p.get("active", True)}
+                for k, a in enumerate(_AXES[:d]):
+                    row[f"{a}_src"], row[f"{a}_dst"] = src[k], dst[k]
+                if sigma:
+                    row["sigma_src"] = p.get("sigma_src", 0.0)
+                    row["sigma_dst"] = p.get("sigma_dst", 0.0)
+            except (KeyError, TypeError) as exc:
+                raise LandmarkError(f"{where}: pair {i} is malformed ({exc}); each needs 'src' and 'dst'") from None
+            rows.append(row)
+        table = pd.DataFrame(rows) if rows else pd.DataFrame({c: [] for c in _columns(d, sigma)})
+        kwargs.setdefault("source_frame", doc.get("source_frame", "LM"))
+        kwargs.setdefault("target_frame", doc.get("target_frame", "EM"))
+        try:
+            return cls(table, ndim=d, **kwargs)
+        except LandmarkError as exc:
+            raise LandmarkError(f"{where}: {exc}") from None
+
+    def to_csv_text(self) -> str:
+        """CSV with a header row; floats written with ``repr`` so reading back is exact."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        cols = list(self._df.columns)
+        w.writerow(cols)
+        for rec in self._df.itertuples(index=False):
+            w.writerow([v if isinstance(v, str) else ("true" if v is True or v is np.True_ else
+                        "false" if v is False or v is np.False_ else repr(float(v))) for v in rec])
+        return buf.getvalue()
+
+    @classmethod
+    def from_csv_text(cls, text: str, where: str = "landmarks CSV", **kwargs) -> Landmarks:
+        """Parse CSV written by :meth:`to_csv_text` (header row with the column names)."""
+        rows = list(csv.reader(io.StringIO(text)))
+        if not rows:
+            raise LandmarkError(f"{where} is empty")
+        header = [h.strip() for h in rows[0]]
+        body = [r for r in rows[1:] if any(c.strip() for c in r)]
+        for i, r in enumerate(body):
+            if len(r) != len(header):
+                raise LandmarkError(f"{where}: row {i + 2} has {len(r)} fields, the header has {len(header)}")
+        table = pd.DataFrame(body, columns=header, dtype=object)
+        for c in header:
+            if c in ("name", "active"):
+                continue
+            for i, v in enumerate(table[c]):
+                try:
+                    float(v)
+                except ValueError:
+                    raise LandmarkError(
+                        f"{where}: row {i + 2}, column {c!r} holds {v!r} where a number (µm) belongs"
+                    ) from None
+        try:
+            return cls(table, ndim=3 if "z_src" in header else 2, **kwargs)
+        except LandmarkError as exc:
+            raise LandmarkError(f"{where}: {exc}") from None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically; the format follows the suffix (``.json`` or ``.csv``)."""
+        p = Path(path)
+        if p.suffix.lower() == ".csv":
+            return atomic_write_text(p, self.to_csv_text())
+        return atomic_write_text(p, json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
+        """Read a landmarks file written by :meth:`save` (``.json`` or ``.csv``)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileFormatError(f"landmarks file {p} does not exist")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise LandmarkError(f"landmarks file {p} is not UTF-8 text") from None
+        if p.suffix.lower() == ".csv":
+            return cls.from_csv_text(text, where=f"landmarks file {p}", **kwargs)
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LandmarkError(f"landmarks file {p} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.from_json_dict(doc, where=f"landmarks file {p}", **kwargs)
+
+    @property
+    def autosave(self) -> Path | None:
+        """The autosave path, or None."""
+        return self._autosave
+
