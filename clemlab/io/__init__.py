@@ -1,0 +1,501 @@
+"""Image readers and the OME-TIFF writer.
+
+:func:`open_image` looks at the first bytes of a file to decide what it is (TIFF / BigTIFF,
+MRC/CCP4, gzip-compressed MRC, Gatan DM3/DM4, PNG, JPEG, BMP) and only falls back on the
+file suffix when the content is not conclusive (old MRC files without the ``MAP`` stamp).
+Every reader returns a clemlab image (see :func:`clemlab.image.as_image`): an
+:class:`xarray.DataArray` with dims a subset of ``("c", "z", "y", "x")`` in that order, coords
+in µm holding pixel-centre positions, the first pixel centre at the file's origin.
+
+Format specifics live in the submodules, which import their heavy libraries (tifffile,
+mrcfile, rsciio, pillow) only when a file of that kind is opened:
+
+- :mod:`clemlab.io.tiff`: OME-TIFF (incl. pyramids), ImageJ, FEI/Thermo Fisher, Zeiss
+  SmartSEM, Tescan, JEOL (``.txt`` side-car), Olympus SIS, DigitalMicrograph-exported and
+  plain TIFFs with resolution tags; the OME-TIFF writer.
+- :mod:`clemlab.io.mrc`: MRC/CCP4 maps, volumes and image stacks (also ``.map.gz``).
+- :mod:`clemlab.io.dm`: Gatan DigitalMicrograph DM3/DM4 (through rosettasciio).
+- :mod:`clemlab.io.plain`: PNG/JPEG/BMP, which carry no physical pixel size.
+
+Large inputs (more than :data:`LAZY_THRESHOLD_BYTES` of uncompressed pixels) come back
+dask-backed without reading pixels; ``lazy=True`` or ``chunks=`` force that, ``lazy=False``
+forces an eager read.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import xarray as xr
+
+__all__ = [
+    "open_image",
+    "open_multiscale",
+    "write_ome_tiff",
+    "LAZY_THRESHOLD_BYTES",
+    "detect_format",
+]
+
+#: Files whose pixels take more than this many bytes uncompressed are read lazily (dask)
+#: unless ``lazy=False`` is passed: 256 MiB.
+LAZY_THRESHOLD_BYTES = 256 * 2**20
+
+_MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".map", ".rec", ".ali", ".ccp4", ".preali")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_SUPPORTED = (
+    "TIFF/OME-TIFF/BigTIFF, MRC/CCP4 (.mrc .st .map .rec .ali, also .map.gz), "
+    "Gatan DM3/DM4, PNG, JPEG, BMP"
+)
+
+
+# ---------------------------------------------------------------------------------------
+# what readers hand back before the image is built
+# ---------------------------------------------------------------------------------------
+@dataclass
+class RawImage:
+    """What a format reader found, before overrides are applied and the image is built.
+
+    Attributes
+    ----------
+    data : numpy.ndarray or dask.array.Array
+        Pixels, axes in the order of ``dims``.
+    dims : tuple of str
+        Subset of ``("c", "z", "y", "x")`` in that order.
+    pixel_size : dict
+        Pixel size in µm per spatial dim; a dim missing from the dict is uncalibrated.
+    origin : dict
+        Physical position in µm of the first pixel centre per spatial dim (default 0).
+    origin_px : dict
+        The same origin expressed in pixels, for files that store it in pixels (DM origin,
+        MRC ``nxstart``); used to rescale the origin when ``pixel_size=`` overrides the file.
+    missing_reason : str
+        Why the pixel size is unknown (used in the :class:`MissingPixelSizeError` message).
+    """
+
+    data: Any
+    dims: tuple[str, ...]
+    pixel_size: dict[str, float] = field(default_factory=dict)
+    origin: dict[str, float] = field(default_factory=dict)
+    origin_px: dict[str, float] = field(default_factory=dict)
+    channels: list[str] | None = None
+    colors: dict[str, str] | None = None
+    modality: str | None = None
+    frame: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    missing_reason: str = "the file stores no physical pixel size"
+    z_is_stack: bool = False
+
+
+def want_lazy(lazy: bool | None, chunks: Any, nbytes: int) -> bool:
+    """Decide whether to return a dask-backed image (see :data:`LAZY_THRESHOLD_BYTES`)."""
+    if lazy is not None:
+        return bool(lazy)
+    if chunks is not None:
+        return True
+    return nbytes > LAZY_THRESHOLD_BYTES
+
+
+def fmt_path(path: Any) -> str:
+    """How error messages name a file."""
+    return f"'{os.fspath(path)}'"
+
+
+# ---------------------------------------------------------------------------------------
+# format detection
+# ---------------------------------------------------------------------------------------
+def _looks_like_dm(head: bytes) -> bool:
+    if len(head) < 24:
+        return False
+    version = int.from_bytes(head[0:4], "big")
+    if version == 3:
+        order = int.from_bytes(head[8:12], "big")
+        return order in (0, 1)
+    if version == 4:
+        order = int.from_bytes(head[12:16], "big")
+        return order in (0, 1)
+    return False
+
+
+def _looks_like_mrc(head: bytes) -> bool:
+    """MRC2014 stamp, or (older files) a sane header: positive sizes and a known mode."""
+    if len(head) < 1024:
+        return False
+    if head[208:212] in (b"MAP ", b"MAP\x00"):
+        return True
+    for order in ("little", "big"):
+        nx, ny, nz, mode = (int.from_bytes(head[i : i + 4], order, signed=True) for i in (0, 4, 8, 12))
+        if 0 < nx < 2**20 and 0 < ny < 2**20 and 0 < nz < 2**24 and mode in (0, 1, 2, 3, 4, 6, 12, 101):
+            return True
+    return False
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Return the format family of a file from its content: ``"tiff"``, ``"mrc"``, ``"dm"``,
+    ``"plain"`` (PNG/JPEG/BMP/GIF).
+
+    The first bytes decide; the suffix is consulted only for MRC files that carry no
+    ``MAP`` stamp and for gzip-compressed MRC (``.map.gz``, ``.mrc.gz``).
+
+    Raises
+    ------
+    FileFormatError
+        When the content matches no supported format (the message names the file, what its
+        first bytes look like and the supported formats).
+    """
+    from ..errors import FileFormatError
+
+    p = Path(path)
+    with open(p, "rb") as fh:
+        head = fh.read(1024)
+    name = p.name.lower()
+    if not head:
+        raise FileFormatError(f"{fmt_path(p)} is empty (0 bytes); it holds no image")
+    if head[:4] in _TIFF_MAGIC:
+        return "tiff"
+    if head[:2] == b"\x1f\x8b":
+        inner = name[:-3] if name.endswith(".gz") else name
+        if inner.endswith(_MRC_SUFFIXES):
+            return "mrc"
+        raise FileFormatError(
+            f"{fmt_path(p)} is gzip-compressed but not named like an MRC map (.map.gz, .mrc.gz); "
+            "decompress it first"
+        )
+    if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff" or head[:2] == b"BM" or head[:4] == b"GIF8":
+        return "plain"
+    if _looks_like_dm(head):
+        return "dm"
+    if head[208:212] in (b"MAP ", b"MAP\x00"):
+        return "mrc"
+    if name.endswith(_MRC_SUFFIXES) and _looks_like_mrc(head):
+        return "mrc"
+    hint = ""
+    suffix = p.suffix.lower()
+    if suffix in (".tif", ".tiff", ".btf"):
+        hint = " It is named like a TIFF but does not start with a TIFF header (II*/MM*)."
+    elif suffix in (".dm3", ".dm4"):
+        hint = " It is named like a DigitalMicrograph file but has no DM3/DM4 header."
+    elif name.endswith(_MRC_SUFFIXES):
+        hint = " It is named like an MRC file but its 1024-byte header is not a valid MRC header."
+    raise FileFormatError(
+        f"{fmt_path(p)} is not in a format clemlab can read (it starts with {head[:16]!r}).{hint} "
+        f"Supported: {_SUPPORTED}"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# overrides and building the image
+# ---------------------------------------------------------------------------------------
+def _spread(value: Any, sdims: tuple[str, ...], argname: str, where: str) -> dict[str, Any]:
+    """A scalar / sequence (array order) / dict keyed by dim -> dict over ``sdims``."""
+    from ..errors import ImageError
+
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(sdims)
+        if unknown:
+            raise ImageError(
+                f"{argname}= has entries for {sorted(unknown)}, which are not spatial dims "
+                f"{sdims} of {where}"
+            )
+        return dict(value)
+    if isinstance(value, (str, bytes)):
+        raise ImageError(f"{argname}= must be a number, a sequence or a dict, got {value!r} ({where})")
+    if isinstance(value, numbers.Number) or (hasattr(value, "ndim") and value.ndim == 0):
+        return {d: value for d in sdims}
+    if isinstance(value, Sequence) or hasattr(value, "__len__"):
+        value = list(value)
+        if len(value) != len(sdims):
+            raise ImageError(
+                f"{argname}= has {len(value)} values but {where} has {len(sdims)} spatial dims "
+                f"{sdims}; give them in array order or as a dict keyed by dim"
+            )
+        return dict(zip(sdims, value))
+    raise ImageError(f"{argname}= must be a number, a sequence or a dict, got {type(value).__name__} ({where})")
+
+
+def _as_float(value: Any, argname: str, where: str, positive: bool) -> float:
+    from ..errors import ImageError
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ImageError(f"{argname}= must be a number, got {value!r} ({where})") from None
+    if not math.isfinite(v) or (positive and v <= 0):
+        need = "a positive, finite number" if positive else "a finite number"
+        raise ImageError(
+            f"{argname}= must be {need}, got {value!r} ({where}); e.g. pixel_size=0.1 with "
+            "units='µm' for 100 nm pixels"
+        )
+    return v
+
+
+def finish(
+    raw: RawImage,
+    path: str | os.PathLike,
+    *,
+    pixel_size: Any = None,
+    units: str = "µm",
+    origin: Any = None,
+    channels: Sequence[str] | None = None,
+    modality: str | None = None,
+    frame: str | None = None,
+) -> xr.DataArray:
+    """Apply the user's overrides to what a reader found and build the clemlab image.
+
+    ``pixel_size=`` and ``origin=`` (in ``units``) always win over the file. When only
+    ``pixel_size=`` is given and the file stores its origin in pixels, that origin is
+    rescaled with the new pixel size; a physical origin from the file is kept as is.
+    """
+    from ..errors import MissingPixelSizeError
+    from ..image import as_image, unit_to_um
+
+    where = f"file {fmt_path(path)}"
+    factor = unit_to_um(units)
+    sdims = tuple(d for d in raw.dims if d != "c")
+    attrs = dict(raw.attrs)
+
+    if pixel_size is not None:
+        given = _spread(pixel_size, sdims, "pixel_size", where)
+        sizes = {d: _as_float(v, "pixel_size", where, True) * factor for d, v in given.items()}
+        for d in sdims:
+            if d not in sizes and d in raw.pixel_size:
+                sizes[d] = raw.pixel_size[d]
+        attrs["pixel_size_source"] = "pixel_size= argument"
+    else:
+        sizes = {d: raw.pixel_size[d] for d in sdims if d in raw.pixel_size}
+    missing = [d for d in sdims if d not in sizes]
+    if "x" in missing or "y" in missing:
+        raise MissingPixelSizeError(
+            f"{where} has no usable pixel size: {raw.missing_reason}. Pass it yourself, e.g. "
+            f"clemlab.open_image(path, pixel_size=0.1, units='µm') (a number, a sequence in "
+            f"array order {sdims}, or a dict keyed by dim)"
+        )
+    if missing == ["z"]:
+        # A stack of 2-D images (time series, tilt series, uncalibrated focus series): the
+        # plane spacing is unknown. Use the x pixel size so geometry stays usable, and say so.
+        sizes["z"] = sizes["x"]
+        attrs["z_calibrated"] = False
+        warnings.warn(
+            f"{where}: the spacing between planes (z) is unknown, so it was set to the x pixel "
+            f"size ({sizes['x']:g} µm); pass pixel_size=(dz, dy, dx) if you know it",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    if origin is not None:
+        given = _spread(origin, sdims, "origin", where)
+        origins = {d: _as_float(v, "origin", where, False) * factor for d, v in given.items()}
+        for d in sdims:
+            origins.setdefault(d, raw.origin.get(d, 0.0))
+    else:
+        origins = {}
+        for d in sdims:
+            if pixel_size is not None and d in raw.origin_px:
+                origins[d] = raw.origin_px[d] * sizes[d]
+            else:
+                origins[d] = raw.origin.get(d, 0.0)
+
+    names = list(channels) if channels is not None else raw.channels
+    colors = raw.colors
+    if colors and names is not None and raw.channels is not None and names != raw.channels:
+        # renamed channels keep their colours by position
+        colors = {new: colors[old] for old, new in zip(raw.channels, names) if old in colors}
+    attrs["source"] = os.fspath(path)
+    return as_image(
+        raw.data,
+        pixel_size=sizes,
+        origin=origins,
+        units="µm",
+        dims=raw.dims,
+        channels=names if ("c" in raw.dims or channels is not None) else None,
+        modality=modality if modality is not None else raw.modality,
+        frame=frame if frame is not None else raw.frame,
+        colors=colors,
+        source=os.fspath(path),
+        attrs=attrs,
+    )
+
+
+def _check_path(path: Any) -> Path:
+    from ..errors import FileFormatError
+
+    try:
+        p = Path(os.fspath(path))
+    except TypeError:
+        raise FileFormatError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}") from None
+    if not p.exists():
+        parent = p.parent if str(p.parent) else Path(".")
+        hint = "" if parent.is_dir() else f" (the folder '{parent}' does not exist either)"
+        raise FileFormatError(f"no such file: {fmt_path(p)}{hint}")
+    if p.is_dir():
+        raise FileFormatError(
+            f"{fmt_path(p)} is a directory, not an image file; pass the path of one file "
+            "(OME-Zarr folders are read by the zarr reader)"
+        )
+    if not os.access(p, os.R_OK):
+        raise FileFormatError(f"{fmt_path(p)} is not readable (permission denied)")
+    return p
+
+
+def _name_file(exc: Exception, path: Path) -> Exception:
+    """Make sure a clemlab error message names the file."""
+    msg = str(exc)
+    if os.fspath(path) in msg:
+        return exc
+    new = type(exc)(f"{fmt_path(path)}: {msg}")
+    new.__cause__ = exc
+    return new
+
+
+def open_image(
+    path: str | os.PathLike,
+    *,
+    pixel_size: Any = None,
+    units: str = "µm",
+    origin: Any = None,
+    channels: Sequence[str] | None = None,
+    modality: str | None = None,
+    frame: str | None = None,
+    chunks: Any = None,
+    lazy: bool | None = None,
+    series: int = 0,
+    crop_databar: bool = True,
+) -> xr.DataArray:
+    """Open a microscope image file as a clemlab image, with its physical pixel size.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Its content decides the reader (TIFF/OME-TIFF/BigTIFF, MRC/CCP4 incl.
+        ``.map.gz``, DM3/DM4, PNG/JPEG/BMP); the suffix only breaks ties.
+    pixel_size : float or sequence or dict, optional
+        Physical pixel size in ``units``; always overrides what the file says. One number
+        for all spatial axes, a sequence in array order (``(dz, dy, dx)``), or a dict keyed
+        by dim. Required for files without calibration (PNG, JPEG, uncalibrated TIFFs).
+    units : str
+        Unit of ``pixel_size`` and ``origin`` (``"µm"``, ``"nm"``, ``"Å"``, ``"mm"``, ...).
+    origin : float or sequence or dict, optional
+        Position of the centre of the first pixel, in ``units``; overrides the file's origin.
+    channels : sequence of str, optional
+        Channel names (for images with a ``c`` dim), overriding the file's.
+    modality : str, optional
+        ``"LM"``, ``"EM"``, ... stored in ``attrs["modality"]``.
+    frame : str, optional
+        Name of the coordinate frame of the coords (defaults to ``modality``).
+    chunks : int, tuple or dict, optional
+        Dask chunks; implies a lazy (dask-backed) result.
+    lazy : bool, optional
+        ``True``: dask-backed without reading pixels; ``False``: read into memory;
+        default: lazy when the pixels exceed :data:`LAZY_THRESHOLD_BYTES` (256 MiB).
+    series : int
+        Which image of a multi-image TIFF (tifffile series) or DM file to read.
+    crop_databar : bool
+        Remove the instrument data bar below FEI/Thermo Fisher and JEOL SEM images
+        (reported in ``attrs["databar_cropped_px"]``).
+
+    Returns
+    -------
+    xarray.DataArray
+        dims a subset of ``("c", "z", "y", "x")``, coords in µm (pixel centres), numpy- or
+        dask-backed; ``attrs["source"]`` is the path.
+
+    Raises
+    ------
+    FileFormatError
+        Missing, unreadable, truncated or unknown file (an ``OSError``).
+    MissingPixelSizeError
+        The file has no (real-space) pixel size and ``pixel_size=`` was not given.
+    ImageError, UnitError
+        Bad ``pixel_size``/``origin``/``units`` arguments or an unsupported image layout.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from clemlab.image import as_image
+    >>> d = tempfile.mkdtemp()
+    >>> p = write_ome_tiff(as_image(np.ones((4, 5), np.uint8), pixel_size=0.1), os.path.join(d, "a.ome.tif"))
+    >>> img = open_image(p)
+    >>> img.dims, img.clem.pixel_size["x"]
+    (('y', 'x'), 0.1)
+    """
+    from ..errors import ClemlabError, FileFormatError, MissingPixelSizeError, UnitError
+    from ..image import unit_to_um
+
+    p = _check_path(path)
+    try:
+        unit_to_um(units)  # unknown unit: UnitError listing the known units, before any reading
+    except UnitError as exc:
+        raise UnitError(f"{fmt_path(p)}: bad units={units!r}: {exc}") from None
+    try:
+        fmt = detect_format(p)
+        if fmt == "tiff":
+            from . import tiff
+
+            raw = tiff.read_tiff(p, lazy=lazy, chunks=chunks, series=series, crop_databar=crop_databar)
+        elif fmt == "mrc":
+            from . import mrc
+
+            raw = mrc.read_mrc(p, lazy=lazy, chunks=chunks)
+        elif fmt == "dm":
+            from . import dm
+
+            raw = dm.read_dm(p, lazy=lazy, chunks=chunks, series=series)
+        else:
+            if pixel_size is None:
+                raise MissingPixelSizeError(
+                    f"{fmt_path(p)} is a plain picture (PNG/JPEG/BMP) and stores no physical "
+                    "pixel size; pass it yourself, e.g. "
+                    "clemlab.open_image(path, pixel_size=0.01, units='µm')"
+                )
+            from . import plain
+
+            raw = plain.read_plain(p, lazy=lazy, chunks=chunks)
+        return finish(
+            raw, p, pixel_size=pixel_size, units=units, origin=origin, channels=channels,
+            modality=modality, frame=frame,
+        )
+    except ClemlabError as exc:
+        new = _name_file(exc, p)
+        if new is exc:
+            raise
+        raise new from exc
+    except (OSError, MemoryError) as exc:
+        raise FileFormatError(f"could not read {fmt_path(p)}: {exc}") from exc
+
+
+def open_multiscale(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Open every resolution level of a (pyramidal) TIFF as a multiscale ``xarray.DataTree``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TIFF / OME-TIFF; files without a pyramid give a tree with the single child ``scale0``.
+    **kwargs
+        As for :func:`open_image` (``pixel_size=``, ``units=``, ``origin=``, ``series=``,
+        ``chunks=``, ...). Levels are always dask-backed.
+
+    Returns
+    -------
+    xarray.DataTree
+        Children ``scale0`` (full resolution), ``scale1``, ...; each holds a Dataset with one
+        variable ``"image"``: a clemlab image whose coords are in the same physical frame as
+        ``scale0`` (a level downsampled by ``f`` has pixel size ``f * s0`` and its first
+        pixel centre at ``origin0 + (f - 1) / 2 * s0``).
+    """
+    from . import tiff
+
+    return tiff.open_multiscale(path, **kwargs)
+
+
+def write_ome_tiff(image: xr.DataArray, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write a clemlab image to an OME-TIFF, atomically; see :func:`clemlab.io.tiff.write_ome_tiff`."""
+    from . import tiff
+
+    return tiff.write_ome_tiff(image, path, **kwargs)

@@ -1,0 +1,923 @@
+"""TIFF reading (OME, ImageJ, SEM/FIB vendors, plain) and the OME-TIFF writer.
+
+Where the pixel size comes from, in order (the first source that recognises the file wins;
+a recognised instrument format without a calibration is *uncalibrated*, its dots-per-inch
+tags are never used because instruments write screen defaults such as 64 or 96 dpi there):
+
+1. OME-XML (``PhysicalSizeX/Y/Z`` with ``PhysicalSize*Unit``, default µm; channel names and
+   colours; ``Plane PositionX/Y/Z`` as the position of the first pixel centre). Files written
+   by :func:`write_ome_tiff` also carry a ``clemlab`` MapAnnotation holding the exact pixel
+   size, origin and attrs; it takes precedence so a round trip is exact.
+2. FEI / Thermo Fisher SEM/FIB (``[Scan] PixelWidth/PixelHeight`` in metres, or for navigation
+   camera / ion-beam images the beam section's ``HFW / ResolutionX``, ``VFW / ResolutionY``).
+   The instrument data bar below the image (``height - [Image] ResolutionY`` rows, else
+   ``[PrivateFei] DatabarHeight``) is cropped unless ``crop_databar=False``.
+3. Zeiss SmartSEM (``CZ_SEM`` tag): the full-precision pixel size stored in the unnamed
+   parameter block (metres, referred to a 1024-pixel-wide frame, hence ``* 1024 / width``);
+   the rounded ``ap_image_pixel_size`` / ``ap_pixel_size`` (with their units) are the fallback.
+4. Olympus SIS (``pixelsizex/y`` in metres, applied to every series of the file that has the
+   same height and width, since the RGB preview shows the same field).
+5. Tescan (private tag 50431, text ``PixelSizeX=...`` / ``PixelSizeY=...`` in metres).
+6. JEOL SEM side-car ``<name>.txt``: pixel size = ``$$SM_MICRON_MARKER`` length /
+   ``$$SM_MICRON_BAR`` pixels, rescaled by ``$CM_FULL_SIZE`` width / image width; rows below
+   ``$CM_FULL_SIZE`` height are a data bar and are cropped.
+7. DigitalMicrograph-exported TIFF (tags 65003-65011: units, offsets, scales of DM dims
+   x, y, z). The offset is the calibrated value of the first pixel: used as the origin.
+8. ImageJ (``XResolution``/``YResolution`` in pixels per ``unit`` from the description,
+   ``spacing`` for z, ``xorigin``/``yorigin``/``zorigin`` in pixels).
+9. tifffile "shaped" JSON description (3DCT convention): ``spacing`` + ``unit`` give the z step.
+10. Plain resolution tags: pixels per inch / cm / mm / µm, inverted. Resolution 1/1 without a
+    unit means uncalibrated.
+
+Pyramids: :func:`read_tiff` reads the full-resolution level; :func:`open_multiscale` gives all
+levels as an :class:`xarray.DataTree` with children ``scale0``, ``scale1``, ...
+
+Axes: tifffile axis codes ``Y X`` -> ``y x``; ``Z`` -> ``z``; ``C`` and RGB samples ``S`` ->
+``c`` (RGB named ``R, G, B``, alpha dropped); one other stack axis (``I``, ``Q``, ``T``) becomes
+``z`` when there is no ``Z``; a spacing for it is used when the file gives one, otherwise
+the plane spacing is reported as unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FileFormatError, ImageError
+from . import RawImage, fmt_path, want_lazy
+
+__all__ = ["read_tiff", "open_multiscale", "write_ome_tiff", "CLEMLAB_NAMESPACE"]
+
+#: Namespace of the MapAnnotation carrying clemlab's exact geometry and attrs.
+CLEMLAB_NAMESPACE = "clemlab"
+_ANNOTATION_KEY = "clemlab:image"
+_ANNOTATION_VERSION = 1
+
+_DIM_OF_AXIS = {"Y": "y", "X": "x", "Z": "z", "C": "c", "S": "c"}
+_STACK_AXES = "IQTRAPHEOLVM"
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------
+def _um(value: float, unit: str) -> float:
+    from ..image import unit_to_um
+
+    return float(value) * unit_to_um(unit)
+
+
+def _finite_positive(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def _rational(value: Any) -> float | None:
+    """TIFF RATIONAL tag value (num, den) -> float, None when unusable."""
+    try:
+        num, den = value
+        if den == 0:
+            return None
+        return float(num) / float(den)
+    except (TypeError, ValueError):
+        return _finite_positive(value)
+
+
+def _tag(page: Any, key: Any) -> Any:
+    tag = page.tags.get(key)
+    return None if tag is None else tag.value
+
+
+# ---------------------------------------------------------------------------------------
+# arranging axes
+# ---------------------------------------------------------------------------------------
+def _plan_axes(axes: str, shape: tuple[int, ...], rgb: bool, where: str) -> tuple[list, tuple[str, ...], str | None]:
+    """Work out how a tifffile series maps to clemlab dims.
+
+    Returns ``(index, dims, stack_axis)``: ``index`` is a list of per-axis actions
+    (``dim name`` or an int to select), ``dims`` the resulting dims in tifffile order,
+    ``stack_axis`` the tifffile code turned into ``z`` (or None).
+    """
+    axes = axes.upper()
+    actions: list[Any] = []
+    used: list[str] = []
+    stack_axis = None
+    has_z = "Z" in axes
+    for code, n in zip(axes, shape):
+        if code in _DIM_OF_AXIS:
+            dim = _DIM_OF_AXIS[code]
+            if dim in used:
+                if n == 1:
+                    actions.append(0)
+                    continue
+                raise ImageError(
+                    f"{where}: TIFF axes {axes!r} shape {shape} have two channel-like axes; "
+                    "clemlab images have one 'c' axis"
+                )
+            actions.append(dim)
+            used.append(dim)
+        elif n == 1:
+            actions.append(0)
+        elif not has_z and stack_axis is None and code in _STACK_AXES:
+            actions.append("z")
+            used.append("z")
+            stack_axis = code
+        else:
+            raise ImageError(
+                f"{where}: TIFF axes {axes!r} with shape {shape} have more non-spatial axes than "
+                "clemlab images (c, z, y, x) can hold; split the file (e.g. one time point per "
+                "file) first"
+            )
+    return actions, tuple(used), stack_axis
+
+
+def _arrange(arr: Any, actions: list, dims: tuple[str, ...], rgb: bool) -> tuple[Any, tuple[str, ...]]:
+    """Select, drop alpha and transpose ``arr`` (numpy or dask) into clemlab dim order."""
+    sel = tuple(a if isinstance(a, int) else slice(None) for a in actions)
+    out = arr[sel]
+    kept = [a for a in actions if not isinstance(a, int)]
+    if rgb and "c" in kept:
+        ci = kept.index("c")
+        if out.shape[ci] == 4:  # RGBA: drop alpha
+            out = out[(slice(None),) * ci + (slice(0, 3),)]
+    order = [kept.index(d) for d in ("c", "z", "y", "x") if d in kept]
+    out = out.transpose(order)
+    return out, tuple(kept[i] for i in order)
+
+
+# ---------------------------------------------------------------------------------------
+# calibration sources
+# ---------------------------------------------------------------------------------------
+class _Cal:
+    """Calibration found in a file: µm per dim, origin (µm / px), notes."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.size: dict[str, float] = {}
+        self.origin: dict[str, float] = {}
+        self.origin_px: dict[str, float] = {}
+        self.missing = ""
+        self.attrs: dict[str, Any] = {}
+        self.channels: list[str] | None = None
+        self.colors: dict[str, str] | None = None
+        self.modality: str | None = None
+        self.frame: str | None = None
+        self.crop_rows = 0
+        self.exact: dict | None = None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _ome_color(value: Any) -> str | None:
+    """OME Color (signed int32 RGBA) -> '#rrggbb'."""
+    try:
+        v = int(value) & 0xFFFFFFFF
+    except (TypeError, ValueError):
+        return None
+    return "#{:02x}{:02x}{:02x}".format((v >> 24) & 255, (v >> 16) & 255, (v >> 8) & 255)
+
+
+def _hex_to_ome_color(color: str) -> int | None:
+    m = re.fullmatch(r"#?([0-9a-fA-F]{6})([0-9a-fA-F]{2})?", color.strip())
+    if not m:
+        return None
+    rgba = int(m.group(1) + (m.group(2) or "ff"), 16)
+    return rgba - 2**32 if rgba >= 2**31 else rgba
+
+
+def _cal_ome(tf: Any, series: int, where: str) -> _Cal:
+    cal = _Cal("OME-XML")
+    try:
+        root = ET.fromstring(tf.ome_metadata)
+    except ET.ParseError as exc:
+        raise FileFormatError(f"{where}: its OME-XML metadata is not valid XML ({exc})") from None
+    images = [el for el in root if _local(el.tag) == "Image"]
+    if not images:
+        cal.missing = "its OME-XML has no Image element"
+        return cal
+    image = images[min(series, len(images) - 1)]
+    pixels = next((el for el in image if _local(el.tag) == "Pixels"), None)
+    if pixels is None:
+        cal.missing = "its OME-XML Image has no Pixels element"
+        return cal
+    for axis in ("X", "Y", "Z"):
+        v = _finite_positive(pixels.get(f"PhysicalSize{axis}"))
+        if v is not None:
+            cal.size[axis.lower()] = _um(v, pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+    if not cal.size:
+        cal.missing = "its OME-XML gives no PhysicalSizeX/PhysicalSizeY"
+    names, colors = [], {}
+    for ch in (el for el in pixels if _local(el.tag) == "Channel"):
+        name = ch.get("Name")
+        names.append(name)
+        col = _ome_color(ch.get("Color")) if ch.get("Color") is not None else None
+        if col is not None and name:
+            colors[name] = col
+    if names and all(names) and len(set(names)) == len(names):
+        cal.channels = [str(n) for n in names]
+        cal.colors = colors or None
+    planes = [el for el in pixels if _local(el.tag) == "Plane"]
+    first = next(
+        (pl for pl in planes if pl.get("TheC", "0") == "0" and pl.get("TheZ", "0") == "0" and pl.get("TheT", "0") == "0"),
+        None,
+    )
+    if first is not None:
+        for axis in ("X", "Y", "Z"):
+            v = first.get(f"Position{axis}")
+            if v is not None:
+                try:
+                    cal.origin[axis.lower()] = _um(float(v), first.get(f"Position{axis}Unit", "µm"))
+                except (ValueError, ImageError):
+                    pass
+    # clemlab's own annotation: exact values
+    refs = {el.get("ID") for el in image if _local(el.tag) == "AnnotationRef"}
+    for el in root.iter():
+        if _local(el.tag) != "MapAnnotation" or el.get("Namespace") != CLEMLAB_NAMESPACE:
+            continue
+        if refs and el.get("ID") not in refs:
+            continue
+        for m in el.iter():
+            if _local(m.tag) == "M" and m.get("K") == _ANNOTATION_KEY and m.text:
+                try:
+                    cal.exact = json.loads(m.text)
+                except json.JSONDecodeError:
+                    cal.exact = None
+    return cal
+
+
+def _cal_fei(tf: Any, page: Any, height: int) -> _Cal:
+    cal = _Cal("FEI/Thermo Fisher metadata")
+    md = tf.fei_metadata or {}
+    scan = md.get("Scan") or {}
+    image = md.get("Image") or {}
+    px = _finite_positive(scan.get("PixelWidth"))
+    py = _finite_positive(scan.get("PixelHeight"))
+    if px is None or py is None:
+        beam_name = (md.get("Beam") or {}).get("Beam")
+        beam = md.get(beam_name) if isinstance(beam_name, str) else None
+        rx, ry = _finite_positive(image.get("ResolutionX")), _finite_positive(image.get("ResolutionY"))
+        if isinstance(beam, dict) and rx and ry:
+            hfw, vfw = _finite_positive(beam.get("HFW")), _finite_positive(beam.get("VFW"))
+            if hfw and vfw:
+                px, py = hfw / rx, vfw / ry
+                cal.attrs["pixel_size_note"] = f"from [{beam_name}] HFW/VFW over [Image] ResolutionX/Y"
+    if px is not None and py is not None:
+        cal.size = {"x": px * 1e6, "y": py * 1e6}
+    else:
+        cal.missing = (
+            "its FEI/Thermo Fisher metadata has no [Scan] PixelWidth/PixelHeight and no beam "
+            "section with a field width (e.g. a navigation-camera image without [IRBeam])"
+        )
+    ry = image.get("ResolutionY")
+    try:
+        ry = int(ry)
+    except (TypeError, ValueError):
+        ry = None
+    if ry is not None and 0 < ry < height:
+        cal.crop_rows = height - ry
+    else:
+        dbh = (md.get("PrivateFei") or {}).get("DatabarHeight")
+        try:
+            dbh = int(dbh)
+        except (TypeError, ValueError):
+            dbh = 0
+        if 0 < dbh < height:
+            cal.crop_rows = dbh
+    stage = md.get("Stage") or {}
+    keep = {k: stage.get(k) for k in ("StageX", "StageY", "StageZ", "StageR", "StageT") if isinstance(stage.get(k), (int, float))}
+    if keep:
+        cal.attrs["stage_m"] = keep
+    cal.attrs["instrument"] = "FEI/Thermo Fisher SEM/FIB"
+    return cal
+
+
+def _cal_zeiss(tf: Any, page: Any, width: int) -> _Cal:
+    cal = _Cal("Zeiss SmartSEM metadata")
+    md = tf.sem_metadata or {}
+    cal.attrs["instrument"] = "Zeiss SEM"
+    precise = None
+    block = md.get("")
+    if isinstance(block, (tuple, list)) and len(block) > 3:
+        v = _finite_positive(block[3])
+        if v is not None:
+            precise = v * 1e6 * 1024.0 / width  # m, referred to a 1024-px frame
+    rounded = None
+    for key, scale in (("ap_image_pixel_size", 1.0), ("ap_pixel_size", 1024.0 / width)):
+        entry = md.get(key)
+        if isinstance(entry, (tuple, list)) and len(entry) >= 3:
+            v = _finite_positive(entry[1])
+            if v is not None:
+                try:
+                    rounded = _um(v, str(entry[2])) * scale
+                except ImageError:
+                    continue
+                break
+    if precise is not None and (rounded is None or abs(precise - rounded) <= 0.01 * rounded):
+        cal.size = {"x": precise, "y": precise}
+    elif rounded is not None:
+        cal.size = {"x": rounded, "y": rounded}
+        cal.attrs["pixel_size_note"] = "from the rounded SmartSEM 'Image Pixel Size' / 'Pixel Size'"
+    else:
+        cal.missing = "its Zeiss SmartSEM metadata gives no pixel size"
+    return cal
+
+
+def _sis_metadata(tf: Any) -> dict | None:
+    for page in tf.pages:
+        for key in (33560, 33471):
+            v = _tag(page, key)
+            if isinstance(v, dict) and "pixelsizex" in v:
+                return v
+    return None
+
+
+def _cal_sis(md: dict, shape_yx: tuple[int, int], tf: Any) -> _Cal:
+    cal = _Cal("Olympus SIS metadata")
+    cal.attrs["instrument"] = "Olympus SIS"
+    px, py = _finite_positive(md.get("pixelsizex")), _finite_positive(md.get("pixelsizey"))
+    calibrated_shapes = {tuple(p.shape[:2]) for p in tf.pages if _tag(p, 33560) is not None or _tag(p, 33471) is not None}
+    if px and py and (not calibrated_shapes or tuple(shape_yx) in calibrated_shapes):
+        cal.size = {"x": px * 1e6, "y": py * 1e6}
+    else:
+        cal.missing = "its Olympus SIS metadata gives no pixel size for this image"
+    return cal
+
+
+def _cal_tescan(text: str) -> _Cal:
+    cal = _Cal("Tescan metadata")
+    cal.attrs["instrument"] = "Tescan"
+    vals = {}
+    for key in ("PixelSizeX", "PixelSizeY"):
+        m = re.search(rf"^\s*{key}\s*=\s*([-+0-9.eE]+)", text, re.MULTILINE)
+        if m:
+            vals[key] = _finite_positive(m.group(1))
+    px = vals.get("PixelSizeX")
+    py = vals.get("PixelSizeY") or px
+    if px and py:
+        cal.size = {"x": px * 1e6, "y": py * 1e6}
+    else:
+        cal.missing = "its Tescan metadata gives no PixelSizeX"
+    return cal
+
+
+def _jeol_sidecar(path: Path) -> Path | None:
+    for cand in (path.with_suffix(".txt"), path.with_suffix(".TXT")):
+        if cand.is_file():
+            try:
+                head = cand.read_bytes()[:20000].decode("latin-1")
+            except OSError:
+                return None
+            if "$$SM_MICRON_BAR" in head or "$CM_FORMAT" in head:
+                return cand
+    return None
+
+
+def _cal_jeol(txt: Path, shape_yx: tuple[int, int]) -> _Cal:
+    cal = _Cal(f"JEOL side-car {txt.name}")
+    cal.attrs["instrument"] = "JEOL SEM"
+    fields: dict[str, str] = {}
+    for line in txt.read_bytes().decode("latin-1").splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and parts[0].startswith("$"):
+            fields[parts[0]] = parts[1].strip()
+    h, w = shape_yx
+    full = fields.get("$CM_FULL_SIZE", "").split()
+    full_w = full_h = None
+    if len(full) >= 2:
+        try:
+            full_w, full_h = int(full[0]), int(full[1])
+        except ValueError:
+            full_w = full_h = None
+    bar = _finite_positive(fields.get("$$SM_MICRON_BAR"))
+    marker = fields.get("$$SM_MICRON_MARKER", "")
+    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]+)\s*", marker)
+    length_um = None
+    if m:
+        try:
+            length_um = _um(float(m.group(1)), m.group(2))
+        except (ValueError, ImageError):
+            length_um = None
+    if bar and length_um:
+        size = length_um / bar
+        if full_w and full_w != w:
+            size *= full_w / w
+        cal.size = {"x": size, "y": size}
+        cal.attrs["pixel_size_note"] = f"$$SM_MICRON_MARKER {marker} / $$SM_MICRON_BAR {fields.get('$$SM_MICRON_BAR')} px"
+    else:
+        cal.missing = f"its JEOL side-car {txt.name} has no usable $$SM_MICRON_BAR / $$SM_MICRON_MARKER"
+    if full_h and full_w == w and 0 < full_h < h:
+        cal.crop_rows = h - full_h
+    return cal
+
+
+def _is_dm_tiff(page: Any) -> bool:
+    return any(k in page.tags for k in (65009, 65010, 65003, 65004))
+
+
+def _cal_dm_tiff(page: Any) -> _Cal:
+    cal = _Cal("DigitalMicrograph TIFF tags")
+    # DM dims: 0 = x, 1 = y, 2 = z; tags: units 65003.., offsets 65006.., scales 65009..
+    for i, dim in enumerate(("x", "y", "z")):
+        unit = _tag(page, 65003 + i)
+        scale = _finite_positive(_tag(page, 65009 + i))
+        offset = _tag(page, 65006 + i)
+        if not isinstance(unit, str) or scale is None:
+            continue
+        unit = unit.strip()
+        if "/" in unit or unit.startswith("1"):
+            cal.missing = f"its DigitalMicrograph calibration is in reciprocal units ({unit!r}): a diffraction pattern, not a real-space image"
+            continue
+        try:
+            factor = _um(1.0, unit)
+        except ImageError:
+            if dim == "z":
+                cal.attrs["stack_axis"] = {"scale": scale, "units": unit}
+            continue
+        cal.size[dim] = scale * factor
+        try:
+            off = float(offset) if offset is not None else 0.0
+        except (TypeError, ValueError):
+            off = 0.0
+        if math.isfinite(off):
+            cal.origin[dim] = off * factor
+            cal.origin_px[dim] = off / scale
+    if not cal.size and not cal.missing:
+        cal.missing = "its DigitalMicrograph tags give no length calibration"
+    return cal
+
+
+def _cal_imagej(tf: Any, page: Any) -> _Cal:
+    cal = _Cal("ImageJ metadata")
+    md = tf.imagej_metadata or {}
+    unit = md.get("unit")
+    if isinstance(unit, str):
+        unit = unit.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\u" in unit else unit
+    xr_ = _rational(_tag(page, "XResolution"))
+    yr_ = _rational(_tag(page, "YResolution"))
+    factor = None
+    if isinstance(unit, str) and unit.strip() and unit.strip().lower() not in ("pixel", "pixels"):
+        try:
+            factor = _um(1.0, unit)
+        except ImageError:
+            cal.missing = f"its ImageJ unit {unit!r} is not a length unit clemlab knows"
+    else:
+        cal.missing = "it was saved by ImageJ without a scale (no unit in the ImageJ description)"
+    if factor is not None:
+        if xr_ and yr_:
+            cal.size = {"x": factor / xr_, "y": factor / yr_}
+        else:
+            cal.missing = "its ImageJ unit has no XResolution/YResolution"
+        sp = _finite_positive(md.get("spacing"))
+        if sp is not None:
+            cal.size["z"] = sp * factor
+        for dim in ("x", "y", "z"):
+            o = md.get(f"{dim}origin")
+            try:
+                o = float(o)
+            except (TypeError, ValueError):
+                continue
+            if dim in cal.size and math.isfinite(o):
+                cal.origin_px[dim] = -o
+                cal.origin[dim] = -o * cal.size[dim]
+    return cal
+
+
+def _cal_resolution(page: Any) -> _Cal:
+    import tifffile
+
+    cal = _Cal("TIFF resolution tags")
+    xr_ = _rational(_tag(page, "XResolution"))
+    yr_ = _rational(_tag(page, "YResolution"))
+    unit = _tag(page, "ResolutionUnit")
+    per = {
+        tifffile.RESUNIT.INCH: 25400.0,
+        tifffile.RESUNIT.CENTIMETER: 1e4,
+        tifffile.RESUNIT.MILLIMETER: 1e3,
+        tifffile.RESUNIT.MICROMETER: 1.0,
+    }
+    if xr_ is None or yr_ is None:
+        cal.missing = "it has no XResolution/YResolution tags"
+    elif unit is None or unit not in per:
+        cal.missing = (
+            f"its resolution tags ({xr_:g} x {yr_:g}) have no unit (ResolutionUnit NONE): "
+            "the image is uncalibrated"
+        )
+    else:
+        cal.size = {"x": per[unit] / xr_, "y": per[unit] / yr_}
+        cal.attrs["pixel_size_note"] = f"{xr_:g} pixels per {unit.name.lower()}"
+    return cal
+
+
+def _calibrate(tf: Any, path: Path, series: int, page: Any, shape_yx: tuple[int, int], where: str) -> _Cal:
+    if tf.is_ome:
+        return _cal_ome(tf, series, where)
+    if tf.is_fei:
+        return _cal_fei(tf, page, shape_yx[0])
+    if tf.is_sem:
+        return _cal_zeiss(tf, page, shape_yx[1])
+    sis = _sis_metadata(tf)
+    if sis is not None:
+        return _cal_sis(sis, shape_yx, tf)
+    tescan = _tag(page, 50431)
+    if tescan is not None:
+        text = tescan.decode("latin-1", "replace") if isinstance(tescan, bytes) else str(tescan)
+        if "PixelSize" in text:
+            return _cal_tescan(text)
+    txt = _jeol_sidecar(path)
+    if txt is not None:
+        return _cal_jeol(txt, shape_yx)
+    if _is_dm_tiff(page):
+        return _cal_dm_tiff(page)
+    if tf.is_imagej:
+        return _cal_imagej(tf, page)
+    cal = _cal_resolution(page)
+    shaped = tf.shaped_metadata if tf.is_shaped else None
+    if shaped:
+        md = shaped[min(series, len(shaped) - 1)] or {}
+        sp, unit = md.get("spacing"), md.get("unit")
+        if _finite_positive(sp) is not None and isinstance(unit, str):
+            try:
+                cal.size["z"] = _um(float(sp), unit)
+                cal.attrs["z_spacing_note"] = "from the 'spacing' and 'unit' of the JSON description"
+            except ImageError:
+                pass
+    return cal
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+def _lazy_level(path: Path, series: int, level: int, chunks: Any) -> Any:
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(os.fspath(path), aszarr=True, series=series, level=level)
+    z = zarr.open(store, mode="r")
+    if not hasattr(z, "shape"):  # a group of levels
+        z = z[str(level)]
+    arr = da.from_zarr(z)
+    if chunks is not None:
+        arr = arr.rechunk(chunks)
+    return arr
+
+
+def read_tiff(path: str | os.PathLike, *, lazy: bool | None = None, chunks: Any = None, series: int = 0, crop_databar: bool = True) -> RawImage:
+    """Read one series of a TIFF file (full-resolution level) with its calibration.
+
+    Parameters
+    ----------
+    path : path-like
+        TIFF, BigTIFF or OME-TIFF.
+    lazy, chunks : see :func:`clemlab.io.open_image`.
+    series : int
+        tifffile series index (e.g. 1 for the calibrated raw image of an Olympus SIS file).
+    crop_databar : bool
+        Crop the FEI/JEOL data bar below the image.
+
+    Returns
+    -------
+    RawImage
+        Data in dims order ``(c, z, y, x)`` subset; pixel size in µm per dim found.
+    """
+    import tifffile
+
+    path = Path(path)
+    where = fmt_path(path)
+    try:
+        tf = tifffile.TiffFile(os.fspath(path))
+    except (tifffile.TiffFileError, ValueError, IndexError, struct.error) as exc:
+        raise FileFormatError(f"{where} is not a readable TIFF (truncated or corrupt?): {exc}") from None
+    with tf:
+        try:
+            all_series = tf.series
+        except Exception as exc:  # tifffile raises many kinds on corrupt files
+            raise FileFormatError(f"{where}: cannot list the images in this TIFF (truncated or corrupt?): {exc}") from None
+        if not all_series:
+            raise FileFormatError(f"{where} contains no image")
+        if not 0 <= series < len(all_series):
+            listing = ", ".join(f"{i}: {s.shape} {s.axes}" for i, s in enumerate(all_series))
+            raise ImageError(f"{where} has {len(all_series)} image series ({listing}); series={series} does not exist")
+        s = all_series[series]
+        page = s.pages[0] if s.pages else tf.pages[0]
+        if page is None:
+            page = tf.pages[0]
+        rgb = int(getattr(page, "photometric", 0)) == int(tifffile.PHOTOMETRIC.RGB)
+        axes, shape = s.axes, tuple(s.shape)
+        if "Y" not in axes or "X" not in axes:
+            raise ImageError(f"{where}: series {series} has axes {axes!r}, not an image with Y and X")
+        shape_yx = (shape[axes.index("Y")], shape[axes.index("X")])
+        actions, dims_tiff, stack_axis = _plan_axes(axes, shape, rgb, where)
+        cal = _calibrate(tf, path, series, page, shape_yx, where)
+        nbytes = int(np.prod(shape)) * np.dtype(s.dtype).itemsize
+        dtype = np.dtype(s.dtype)
+        if dtype.kind == "c":
+            raise ImageError(f"{where} holds complex pixels ({dtype}); take abs() or .real first")
+        if want_lazy(lazy, chunks, nbytes):
+            try:
+                data = _lazy_level(path, series, 0, None)
+            except Exception as exc:
+                raise FileFormatError(f"{where}: cannot open the pixel data lazily: {exc}") from None
+        else:
+            try:
+                data = s.asarray()
+            except Exception as exc:
+                raise FileFormatError(
+                    f"{where}: could not read the pixel data (the file is truncated or corrupt): {exc}"
+                ) from None
+        if tuple(data.shape) != shape:
+            raise FileFormatError(f"{where}: pixel data has shape {data.shape}, metadata says {shape}")
+
+    data, dims = _arrange(data, actions, dims_tiff, rgb)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    attrs = dict(cal.attrs)
+    attrs["pixel_size_source"] = cal.source if cal.size else "none"
+    if cal.crop_rows and crop_databar:
+        yi = dims.index("y")
+        sl = [slice(None)] * len(dims)
+        sl[yi] = slice(0, data.shape[yi] - cal.crop_rows)
+        data = data[tuple(sl)]
+        attrs["databar_cropped_px"] = int(cal.crop_rows)
+    elif cal.crop_rows:
+        attrs["databar_px"] = int(cal.crop_rows)
+    if chunks is not None and hasattr(data, "rechunk"):
+        data = data.rechunk(chunks)
+
+    channels = None
+    if "c" in dims:
+        nc = data.shape[dims.index("c")]
+        if rgb and nc == 3:
+            channels = ["R", "G", "B"]
+        elif cal.channels is not None and len(cal.channels) == nc:
+            channels = cal.channels
+    raw = RawImage(
+        data=data,
+        dims=dims,
+        pixel_size=dict(cal.size),
+        origin=dict(cal.origin),
+        origin_px=dict(cal.origin_px),
+        channels=channels,
+        colors=cal.colors if channels is not None and cal.channels == channels else None,
+        attrs=attrs,
+        missing_reason=cal.missing or "the file stores no physical pixel size",
+    )
+    if stack_axis is not None:
+        attrs["stack_axis_code"] = stack_axis
+    raw.pixel_size = {d: v for d, v in raw.pixel_size.items() if d in dims}
+    if cal.exact:
+        _apply_exact(raw, cal.exact)
+    return raw
+
+
+def _apply_exact(raw: RawImage, exact: dict) -> None:
+    """Use the exact geometry and attrs from clemlab's own annotation when it fits the data."""
+    if exact.get("version") != _ANNOTATION_VERSION or list(exact.get("dims", [])) != list(raw.dims):
+        return
+    sizes, origins = exact.get("pixel_size") or {}, exact.get("origin") or {}
+    for d in raw.dims:
+        if d == "c":
+            continue
+        if d in sizes:
+            raw.pixel_size[d] = float(sizes[d])
+        if d in origins:
+            raw.origin[d] = float(origins[d])
+    raw.origin_px = {}
+    attrs = exact.get("attrs") or {}
+    if exact.get("channels") is not None and "c" in raw.dims:
+        raw.channels = list(exact["channels"])
+    raw.colors = attrs.pop("colors", raw.colors)
+    raw.modality = attrs.pop("modality", None)
+    raw.frame = attrs.pop("frame", None)
+    raw.attrs = dict(attrs)
+    if exact.get("dtype") == "bool":
+        raw.data = raw.data.astype(bool)
+
+
+def open_multiscale(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """All resolution levels of a TIFF as an ``xarray.DataTree`` (``scale0``, ``scale1``, ...).
+
+    Parameters
+    ----------
+    path : path-like
+        TIFF / OME-TIFF, pyramidal or not.
+    **kwargs
+        As :func:`clemlab.io.open_image`; ``lazy`` is forced to True.
+
+    Returns
+    -------
+    xarray.DataTree
+        Child ``scale{k}`` holds a Dataset with the variable ``"image"``. Level ``k`` with a
+        downsampling factor ``f`` per axis (full-res size / level size) has pixel size
+        ``f * s0`` and first-pixel centre ``origin0 + (f - 1) / 2 * s0``, i.e. the same
+        physical extent as ``scale0``.
+    """
+    import tifffile
+    import xarray as xr
+
+    from ..image import as_image
+    from . import open_image
+
+    kwargs = dict(kwargs)
+    kwargs["lazy"] = True
+    chunks = kwargs.get("chunks")
+    series = kwargs.get("series", 0)
+    base = open_image(path, **kwargs)
+    p = Path(path)
+    with tifffile.TiffFile(os.fspath(p)) as tf:
+        s = tf.series[series]
+        nlevels = len(s.levels)
+        rgb = int(getattr(s.pages[0], "photometric", 0)) == int(tifffile.PHOTOMETRIC.RGB)
+        level_meta = [(lv.axes, tuple(lv.shape)) for lv in s.levels]
+    tree = {"scale0": xr.Dataset({"image": base})}
+    crop = int(base.attrs.get("databar_cropped_px", 0))
+    size0, org0 = base.clem.pixel_size, base.clem.origin
+    full0 = {d: base.sizes[d] + (crop if d == "y" else 0) for d in base.clem.spatial_dims}
+    for k in range(1, nlevels):
+        axes, shape = level_meta[k]
+        actions, dims_tiff, _ = _plan_axes(axes, shape, rgb, fmt_path(p))
+        arr = _lazy_level(p, series, k, chunks)
+        arr, dims = _arrange(arr, actions, dims_tiff, rgb)
+        sizes, origins = {}, {}
+        for d in base.clem.spatial_dims:
+            f = full0[d] / arr.shape[dims.index(d)]  # downsampling factor of this level
+            sizes[d] = size0[d] * f
+            origins[d] = org0[d] + (f - 1) / 2 * size0[d]
+        if crop:  # the data bar scales with the level
+            yi = dims.index("y")
+            keep = int(round(base.sizes["y"] * size0["y"] / sizes["y"]))
+            sl = [slice(None)] * arr.ndim
+            sl[yi] = slice(0, keep)
+            arr = arr[tuple(sl)]
+        attrs = {k2: v for k2, v in base.attrs.items() if k2 not in ("colors", "modality", "frame", "source")}
+        img = as_image(
+            arr, pixel_size=sizes, origin=origins, units="µm", dims=dims,
+            channels=list(base.coords["c"].values) if "c" in dims else None,
+            modality=base.attrs.get("modality"), frame=base.attrs.get("frame"),
+            colors=base.attrs.get("colors"), source=base.attrs.get("source"), attrs=attrs,
+        )
+        tree[f"scale{k}"] = xr.Dataset({"image": img})
+    return xr.DataTree.from_dict(tree)
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+def _jsonable(obj: Any, where: str) -> Any:
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"{where}: attrs must hold plain JSON-able values to be written ({exc})") from None
+
+
+def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | None = None, tile: tuple[int, int] | None = None) -> Path:
+    """Write a clemlab image to an OME-TIFF, atomically (temp file in the same folder + rename).
+
+    Parameters
+    ----------
+    image : xarray.DataArray
+        A clemlab image, dims a subset of ``("c", "z", "y", "x")``, coords in µm; numpy- or
+        dask-backed (dask data is written plane by plane, never all in memory).
+    path : path-like
+        Output file, conventionally ``*.ome.tif``.
+    compression : str, optional
+        tifffile compression (``"zlib"``, ``"zstd"``, ...); default none.
+    tile : (int, int), optional
+        Tile shape (multiples of 16); default strips.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Notes
+    -----
+    Standard OME-XML holds ``PhysicalSizeX/Y/Z`` (µm), channel ``Name`` and ``Color``, and
+    per plane ``PositionX/Y/Z`` (µm) = position of the first pixel centre of that plane.
+    A ``MapAnnotation`` in namespace ``"clemlab"`` (key ``"clemlab:image"``) holds JSON with
+    the exact pixel sizes and origin and every attr except ``source`` (``modality``,
+    ``frame``, ``colors``, ``clem:transforms``, ...), so :func:`clemlab.io.open_image` gives
+    back the same coords and attrs. Bool images are stored as uint8 and restored.
+    """
+    import tifffile
+
+    from ..image import check_image
+
+    out = Path(os.fspath(path))
+    img = check_image(image, "image")
+    where = fmt_path(out)
+    if not out.parent.is_dir():
+        raise FileFormatError(f"cannot write {where}: the folder '{out.parent}' does not exist")
+    dims = tuple(img.dims)
+    sdims = tuple(d for d in dims if d != "c")
+    sizes = {d: float(img.coords[d].attrs.get("pixel_size") or img.clem._step(d)) for d in sdims}
+    if any(img.sizes[d] >= 2 for d in sdims):
+        step = img.clem.pixel_size
+        for d in sdims:
+            if img.sizes[d] >= 2 and not math.isclose(sizes[d], step[d], rel_tol=1e-9):
+                sizes[d] = step[d]
+    origins = {d: float(img.coords[d].values[0]) for d in sdims}
+    attrs = {k: v for k, v in img.attrs.items() if k != "source"}
+    channels = [str(c) for c in img.coords["c"].values] if "c" in dims else None
+    dtype = np.dtype(img.dtype)
+    if dtype.kind == "c":
+        raise ImageError(f"cannot write {where}: complex images are not supported; take abs() or .real first")
+    exact = {
+        "version": _ANNOTATION_VERSION,
+        "dims": list(dims),
+        "units": "µm",
+        "pixel_size": sizes,
+        "origin": origins,
+        "channels": channels,
+        "dtype": "bool" if dtype == bool else str(dtype),
+        "attrs": _jsonable(attrs, where),
+    }
+    store_dtype = np.uint8 if dtype == bool else dtype
+    axes = "".join(d.upper() for d in dims)
+    meta: dict[str, Any] = {"axes": axes}
+    for d in sdims:
+        meta[f"PhysicalSize{d.upper()}"] = sizes[d]
+        meta[f"PhysicalSize{d.upper()}Unit"] = "µm"
+    nc = img.sizes.get("c", 1)
+    nz = img.sizes.get("z", 1)
+    if channels is not None:
+        ch: dict[str, Any] = {"Name": channels}
+        colors = attrs.get("colors") or {}
+        ome_colors = [_hex_to_ome_color(str(colors[c])) if c in colors else None for c in channels]
+        if all(v is not None for v in ome_colors):
+            ch["Color"] = ome_colors
+        meta["Channel"] = ch
+    plane: dict[str, list] = {k: [] for k in ("PositionX", "PositionXUnit", "PositionY", "PositionYUnit")}
+    if "z" in dims:
+        plane.update({"PositionZ": [], "PositionZUnit": []})
+    for _c in range(nc):
+        for k in range(nz):
+            plane["PositionX"].append(origins["x"])
+            plane["PositionXUnit"].append("µm")
+            plane["PositionY"].append(origins["y"])
+            plane["PositionYUnit"].append("µm")
+            if "z" in dims:
+                plane["PositionZ"].append(origins["z"] + k * sizes["z"])
+                plane["PositionZUnit"].append("µm")
+    meta["Plane"] = plane
+    meta["MapAnnotation"] = {
+        "Namespace": CLEMLAB_NAMESPACE,
+        "Value": {_ANNOTATION_KEY: json.dumps(exact, allow_nan=False, ensure_ascii=False)},
+    }
+    for key in ("modality", "frame"):
+        if isinstance(attrs.get(key), str):
+            meta.setdefault("Description", f"clemlab image; {key}={attrs[key]}")
+
+    data = img.data
+    is_dask = not isinstance(data, np.ndarray) and hasattr(data, "compute")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with tifffile.TiffWriter(tmp, ome=True, bigtiff=img.nbytes > 2**32 - 2**25) as tw:
+            kw = dict(photometric="minisblack", metadata=meta, compression=compression, tile=tile)
+            if is_dask:
+                ny, nx = img.sizes["y"], img.sizes["x"]
+                lead = data.reshape((-1, ny, nx))
+
+                def planes():
+                    for i in range(lead.shape[0]):
+                        yield np.asarray(lead[i].compute(), dtype=store_dtype)
+
+                if tile is None:
+                    tw.write(planes(), shape=tuple(data.shape), dtype=store_dtype, **kw)
+                else:
+                    tw.write(_tiles(planes(), tile), shape=tuple(data.shape), dtype=store_dtype, **kw)
+            else:
+                tw.write(np.asarray(data, dtype=store_dtype), **kw)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return out
+
+
+def _tiles(planes: Any, tile: tuple[int, int]) -> Any:
+    for pl in planes:
+        ty, tx = tile
+        for y in range(0, pl.shape[0], ty):
+            for x in range(0, pl.shape[1], tx):
+                t = np.zeros((ty, tx), pl.dtype)
+                blk = pl[y : y + ty, x : x + tx]
+                t[: blk.shape[0], : blk.shape[1]] = blk
+                yield t
