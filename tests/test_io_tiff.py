@@ -353,3 +353,17 @@ def test_ome_annotation_is_json(tmp_path):
     m = [el for el in ET.fromstring(ome).iter() if el.tag.endswith("}M")][0]
     payload = json.loads(m.text)
     assert payload["pixel_size"] == {"y": 0.3, "x": 0.3} and payload["attrs"]["modality"] == "EM"
+
+
+def test_auto_lazy_above_threshold(tmp_path, monkeypatch):
+    import clemlab.io as cio
+
+    p = tmp_path / "auto.tif"
+    data = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    tifffile.imwrite(p, data, resolution=(1e4, 1e4), resolutionunit="CENTIMETER")
+    assert isinstance(open_image(p).data, np.ndarray)
+    monkeypatch.setattr(cio, "LAZY_THRESHOLD_BYTES", 1000)  # the file holds 8192 bytes of pixels
+    img = open_image(p)
+    assert isinstance(img.data, da.Array)
+    np.testing.assert_array_equal(img.values, data)
+    assert isinstance(open_image(p, lazy=False).data, np.ndarray)
