@@ -58,7 +58,13 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 from . import image as _image  # noqa: E402,F401
 
 
+_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms",
+               "viz", "warp"}
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'clemlab' has no attribute {name!r}")
