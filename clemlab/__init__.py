@@ -57,9 +57,14 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # Registers the ``.clem`` DataArray accessor (xarray, numpy: light enough to load now).
 from . import image as _image  # noqa: E402,F401
 
+# ``warp`` names both a module and its main function. Loading the (light) module now, before
+# binding the function, keeps ``clemlab.warp`` the function: Python binds a submodule to its
+# package only on the submodule's first import.
+from . import warp as _warp_module  # noqa: E402,F401
+from .warp import correlate, warp  # noqa: E402,F401
 
-_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms",
-               "viz", "warp"}
+
+_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz"}
 
 
 def __getattr__(name: str):

@@ -129,3 +129,14 @@ def test_bad_input():
         cl.warp(lm, TF, like=np.zeros((3, 3)))
     with pytest.raises(ImageError, match="must be a clemlab Transform"):
         cl.warp(lm, np.eye(3), like=em)
+
+
+def test_clemlab_warp_stays_the_function_after_module_import():
+    import subprocess
+    import sys
+
+    code = (
+        "from clemlab.warp import stack_channels\nimport clemlab, inspect\n"
+        "assert inspect.isfunction(clemlab.warp) and clemlab.warp.__module__ == 'clemlab.warp'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
