@@ -115,31 +115,54 @@ def unit_to_um(unit: str) -> float:
     return _UNIT_TO_UM[normalize_unit(unit)]
 
 
-def _check_positive(value: Any, what: str) -> float:
+def as_number(value: Any, argname: str, positive: bool, where: str = "") -> float:
+    """``float(value)``, finite (and > 0 when ``positive``), else :class:`ImageError`.
+
+    The message names ``argname`` and, when given, ``where`` (e.g. the file).
+    """
+    ctx = f" ({where})" if where else ""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ImageError(f"{what} must be a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ImageError(
-            f"{what} must be a positive, finite number, got {value!r}; pass the physical size "
-            "of one pixel, e.g. pixel_size=0.1 with units='µm'"
-        )
+        raise ImageError(f"{argname} must be a number, got {value!r}{ctx}") from None
+    if not math.isfinite(v) or (positive and v <= 0):
+        need = "a positive, finite number" if positive else "a finite number"
+        hint = "; pass the physical size of one pixel, e.g. pixel_size=0.1 with units='µm'" if positive else ""
+        raise ImageError(f"{argname} must be {need}, got {value!r}{ctx}{hint}")
     return v
 
 
-def _check_finite(value: Any, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ImageError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ImageError(f"{what} must be finite, got {value!r}")
-    return v
+def spread_per_dim(value: Any, sdims: tuple[str, ...], argname: str, where: str = "") -> dict:
+    """Spread a scalar, a sequence (array order) or a mapping over the spatial dims ``sdims``.
+
+    A mapping may leave dims out (the result then lacks them); a sequence must give one
+    value per dim. Raises :class:`ImageError` naming ``argname`` (and ``where``).
+    """
+    ctx = f" of {where}" if where else ""
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(sdims)
+        if unknown:
+            raise ImageError(
+                f"{argname} has entries for {sorted(unknown)}, which are not spatial dims "
+                f"{sdims}{ctx}"
+            )
+        return dict(value)
+    if isinstance(value, (str, bytes)):
+        raise ImageError(f"{argname} must be a number, a sequence or a dict, got {value!r}")
+    if isinstance(value, numbers.Number) or np.ndim(value) == 0:
+        return {d: value for d in sdims}
+    if isinstance(value, (Sequence, np.ndarray)):
+        if len(value) != len(sdims):
+            raise ImageError(
+                f"{argname} has {len(value)} values but the image{ctx} has {len(sdims)} spatial "
+                f"dims {sdims}; give them in array order or as a dict keyed by dim"
+            )
+        return dict(zip(sdims, value))
+    raise ImageError(f"{argname} must be a number, a sequence or a dict, got {type(value).__name__}")
 
 
 def _per_dim(value: Any, sdims: tuple[str, ...], what: str, default: float | None) -> dict:
-    """Spread a scalar / sequence (array order) / mapping over the spatial dims."""
+    """:func:`spread_per_dim` with every dim filled (``default``) or a missing-size error."""
     if value is None:
         if default is None:
             raise MissingPixelSizeError(
@@ -147,27 +170,11 @@ def _per_dim(value: Any, sdims: tuple[str, ...], what: str, default: float | Non
                 f"order {sdims}, or a dict keyed by dim)"
             )
         return {d: default for d in sdims}
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(sdims)
-        if unknown:
-            raise ImageError(
-                f"{what} has entries for {sorted(unknown)}, which are not spatial dims of "
-                f"this image {sdims}"
-            )
-        missing = [d for d in sdims if d not in value]
-        if missing and default is None:
-            raise MissingPixelSizeError(f"{what} gives no value for dims {missing}")
-        return {d: value.get(d, default) for d in sdims}
-    if isinstance(value, numbers.Number) or np.ndim(value) == 0:
-        return {d: value for d in sdims}
-    if isinstance(value, (Sequence, np.ndarray)):
-        if len(value) != len(sdims):
-            raise ImageError(
-                f"{what} has {len(value)} values but the image has {len(sdims)} spatial dims "
-                f"{sdims}; give them in array order or as a dict keyed by dim"
-            )
-        return dict(zip(sdims, value))
-    raise ImageError(f"{what} must be a number, a sequence or a dict, got {type(value).__name__}")
+    given = spread_per_dim(value, sdims, what)
+    missing = [d for d in sdims if d not in given]
+    if missing and default is None:
+        raise MissingPixelSizeError(f"{what} gives no value for dims {missing}")
+    return {d: given.get(d, default) for d in sdims}
 
 
 def _default_dims(ndim: int, has_channels: bool) -> tuple[str, ...]:
@@ -286,11 +293,11 @@ def as_image(
     factor = unit_to_um(units)
     sdims = tuple(d for d in dims if d != "c")
     sizes = {
-        d: _check_positive(v, f"pixel_size for '{d}'") * factor
+        d: as_number(v, f"pixel_size for '{d}'", positive=True) * factor
         for d, v in _per_dim(pixel_size, sdims, "pixel_size", None).items()
     }
     origins = {
-        d: _check_finite(v, f"origin for '{d}'") * factor
+        d: as_number(v, f"origin for '{d}'", positive=False) * factor
         for d, v in _per_dim(origin, sdims, "origin", 0.0).items()
     }
     coords: dict[str, Any] = {}

@@ -24,11 +24,9 @@ forces an eager read.
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,49 +191,6 @@ def detect_format(path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------
 # overrides and building the image
 # ---------------------------------------------------------------------------------------
-def _spread(value: Any, sdims: tuple[str, ...], argname: str, where: str) -> dict[str, Any]:
-    """A scalar / sequence (array order) / dict keyed by dim -> dict over ``sdims``."""
-    from ..errors import ImageError
-
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(sdims)
-        if unknown:
-            raise ImageError(
-                f"{argname}= has entries for {sorted(unknown)}, which are not spatial dims "
-                f"{sdims} of {where}"
-            )
-        return dict(value)
-    if isinstance(value, (str, bytes)):
-        raise ImageError(f"{argname}= must be a number, a sequence or a dict, got {value!r} ({where})")
-    if isinstance(value, numbers.Number) or (hasattr(value, "ndim") and value.ndim == 0):
-        return {d: value for d in sdims}
-    if isinstance(value, Sequence) or hasattr(value, "__len__"):
-        value = list(value)
-        if len(value) != len(sdims):
-            raise ImageError(
-                f"{argname}= has {len(value)} values but {where} has {len(sdims)} spatial dims "
-                f"{sdims}; give them in array order or as a dict keyed by dim"
-            )
-        return dict(zip(sdims, value))
-    raise ImageError(f"{argname}= must be a number, a sequence or a dict, got {type(value).__name__} ({where})")
-
-
-def _as_float(value: Any, argname: str, where: str, positive: bool) -> float:
-    from ..errors import ImageError
-
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ImageError(f"{argname}= must be a number, got {value!r} ({where})") from None
-    if not math.isfinite(v) or (positive and v <= 0):
-        need = "a positive, finite number" if positive else "a finite number"
-        raise ImageError(
-            f"{argname}= must be {need}, got {value!r} ({where}); e.g. pixel_size=0.1 with "
-            "units='µm' for 100 nm pixels"
-        )
-    return v
-
-
 def finish(
     raw: RawImage,
     path: str | os.PathLike,
@@ -254,7 +209,7 @@ def finish(
     rescaled with the new pixel size; a physical origin from the file is kept as is.
     """
     from ..errors import MissingPixelSizeError
-    from ..image import as_image, unit_to_um
+    from ..image import as_image, as_number, spread_per_dim, unit_to_um
 
     where = f"file {fmt_path(path)}"
     factor = unit_to_um(units)
@@ -262,8 +217,8 @@ def finish(
     attrs = dict(raw.attrs)
 
     if pixel_size is not None:
-        given = _spread(pixel_size, sdims, "pixel_size", where)
-        sizes = {d: _as_float(v, "pixel_size", where, True) * factor for d, v in given.items()}
+        given = spread_per_dim(pixel_size, sdims, "pixel_size=", where)
+        sizes = {d: as_number(v, "pixel_size=", True, where) * factor for d, v in given.items()}
         for d in sdims:
             if d not in sizes and d in raw.pixel_size:
                 sizes[d] = raw.pixel_size[d]
@@ -290,8 +245,8 @@ def finish(
         )
 
     if origin is not None:
-        given = _spread(origin, sdims, "origin", where)
-        origins = {d: _as_float(v, "origin", where, False) * factor for d, v in given.items()}
+        given = spread_per_dim(origin, sdims, "origin=", where)
+        origins = {d: as_number(v, "origin=", False, where) * factor for d, v in given.items()}
         for d in sdims:
             origins.setdefault(d, raw.origin.get(d, 0.0))
     else:
