@@ -40,6 +40,10 @@ __all__ = [
     "Similarity",
     "Affine",
     "Composite",
+    "Projective",
+    "Polynomial",
+    "ThinPlateSpline",
+    "InverseTransform",
     "MODELS",
     "transform_from_dict",
 ]
@@ -300,6 +304,11 @@ class Transform:
         raise NotImplementedError
 
     @classmethod
+    def required_points(cls, ndim: int, **options) -> int:
+        """Fewest point pairs that determine the model (with estimation ``options``)."""
+        return cls.min_points[ndim]
+
+    @classmethod
     def from_estimate(
         cls, src: Any, dst: Any, weights: Any = None, **kwargs
     ) -> Transform | FailedEstimation:
@@ -336,7 +345,9 @@ class Transform:
             if w.shape != (n,):
                 raise TransformError(f"weights must have shape ({n},), got {np.shape(weights)}")
         name = cls.__name__.lower()
-        need = cls.min_points[ndim]
+        if "order" in kwargs and kwargs["order"] not in (2, 3):
+            raise TransformError(f"polynomial order must be 2 or 3, got {kwargs['order']!r}")
+        need = cls.required_points(ndim, **kwargs)
         if n < need:
             return FailedEstimation(
                 f"a {ndim}-D {name} transform needs at least {need} point pair"
@@ -439,11 +450,34 @@ class LinearTransform(Transform):
         )
 
     @classmethod
+    def _normalised(cls, m: np.ndarray) -> np.ndarray:
+        """The canonical form of a matrix of this class (affine: exact last row)."""
+        return _clean_last_row(m)
+
+    @classmethod
     def _from_matrix(cls, m, source_frame=None, target_frame=None):
         obj = cls.__new__(cls)
-        LinearTransform.__init__(obj, _clean_last_row(m), source_frame=source_frame,
+        LinearTransform.__init__(obj, cls._normalised(m), source_frame=source_frame,
                                  target_frame=target_frame)
         return obj
+
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        """Derivative of the mapped points with respect to the model parameters.
+
+        Used for error propagation (delta method). The parameterisation is local around
+        this transform (e.g. a small rotation vector for rotations).
+
+        Parameters
+        ----------
+        points : array_like, shape (N, D)
+            Source-frame points, µm, ``(x, y[, z])``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, D, P)
+            ``P = n_params(D)``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no parameter Jacobian")
 
     def _compose(self, other: Transform) -> Transform:
         if isinstance(other, LinearTransform):
@@ -501,6 +535,16 @@ class Affine(LinearTransform):
     @classmethod
     def n_params(cls, ndim: int) -> int:
         return ndim * (ndim + 1)
+
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        # parameters: the linear part row by row, then the translation
+        q = as_points(points, self.ndim)
+        n, d = q.shape
+        jac = np.zeros((n, d, d * d + d))
+        for k in range(d):
+            jac[:, k, k * d : (k + 1) * d] = q
+            jac[:, k, d * d + k] = 1.0
+        return jac
 
     @classmethod
     def _estimate(cls, src, dst, w, **kwargs):
@@ -575,6 +619,12 @@ class Similarity(LinearTransform):
     def n_params(cls, ndim: int) -> int:
         return 4 if ndim == 2 else 7
 
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        # parameters: rotation (angle in 2-D, small rotation vector in 3-D), scale, translation
+        return np.concatenate([_rotation_jacobian(self, points),
+                               (as_points(points, self.ndim) @ self.rotation.T)[:, :, None],
+                               _translation_jacobian(points, self.ndim)], axis=2)
+
     @classmethod
     def _estimate(cls, src, dst, w, allow_reflection: bool = False, **kwargs):
         if kwargs:
@@ -604,6 +654,11 @@ class Rigid(Similarity):
     @classmethod
     def n_params(cls, ndim: int) -> int:
         return 3 if ndim == 2 else 6
+
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        # parameters: rotation (angle in 2-D, small rotation vector in 3-D), translation
+        return np.concatenate([_rotation_jacobian(self, points),
+                               _translation_jacobian(points, self.ndim)], axis=2)
 
     @classmethod
     def _estimate(cls, src, dst, w, allow_reflection: bool = False, **kwargs):
@@ -635,6 +690,9 @@ class Translation(LinearTransform):
     def n_params(cls, ndim: int) -> int:
         return ndim
 
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        return _translation_jacobian(points, self.ndim)
+
     @classmethod
     def _estimate(cls, src, dst, w, **kwargs):
         if kwargs:
@@ -661,9 +719,34 @@ class Identity(LinearTransform):
     def n_params(cls, ndim: int) -> int:
         return 0
 
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        return np.zeros((len(as_points(points, self.ndim)), self.ndim, 0))
+
     @classmethod
     def _estimate(cls, src, dst, w, **kwargs):
         return cls(ndim=src.shape[1])
+
+
+def _translation_jacobian(points: Any, ndim: int) -> np.ndarray:
+    n = len(as_points(points, ndim))
+    return np.broadcast_to(np.eye(ndim), (n, ndim, ndim)).copy()
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """Cross-product matrices ``[v]x`` of ``(N, 3)`` vectors -> ``(N, 3, 3)``."""
+    z = np.zeros(len(v))
+    return np.stack([np.stack([z, -v[:, 2], v[:, 1]], -1),
+                     np.stack([v[:, 2], z, -v[:, 0]], -1),
+                     np.stack([-v[:, 1], v[:, 0], z], -1)], axis=1)
+
+
+def _rotation_jacobian(tf: LinearTransform, points: Any) -> np.ndarray:
+    """d(L q)/d(rotation) for a rotation perturbed on the left, ``L -> exp([w]x) L``."""
+    q = as_points(points, tf.ndim)
+    lq = q @ tf.linear.T
+    if tf.ndim == 2:
+        return np.stack([-lq[:, 1], lq[:, 0]], axis=1)[:, :, None]  # [[0, -1], [1, 0]] @ Lq
+    return -_skew(lq)
 
 
 def _compose_params(scale, rotation, translation, ndim) -> np.ndarray:
@@ -782,6 +865,468 @@ class Composite(Transform):
                    source_frame=d.get("source_frame"), target_frame=d.get("target_frame"))
 
 
+class Projective(LinearTransform):
+    """Projective map (homography): ``p -> (H p~)[:D] / (H p~)[D]`` with ``p~ = (p, 1)``.
+
+    Models a tilted sample plane seen by two cameras (2-D); a 3-D version is provided for
+    completeness. The matrix is normalised so that ``H[D, D] == 1``.
+    Minimum pairs: 4 (2-D), no three collinear; 5 (3-D).
+    """
+
+    _rank = 60
+    min_points = {2: 4, 3: 5}
+
+    def _check_matrix(self, m):
+        if abs(np.linalg.det(m)) < 1e-300:
+            raise TransformError("Projective matrix is singular (not invertible)")
+
+    @classmethod
+    def _normalised(cls, m: np.ndarray) -> np.ndarray:
+        m = np.array(m, dtype=np.float64)
+        d = m.shape[0] - 1
+        return m / m[d, d] if m[d, d] != 0 else m
+
+    def _apply(self, pts: np.ndarray) -> np.ndarray:
+        d = self.ndim
+        h = pts @ self._matrix[:d, :d].T + self._matrix[:d, d]
+        w = pts @ self._matrix[d, :d] + self._matrix[d, d]
+        return h / w[:, None]
+
+    @classmethod
+    def n_params(cls, ndim: int) -> int:
+        return (ndim + 1) ** 2 - 1
+
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        # parameters: the matrix entries row by row, without the fixed H[D, D] = 1
+        q = as_points(points, self.ndim)
+        n, d = q.shape
+        qh = np.c_[q, np.ones(n)]
+        w = qh @ self._matrix[d]
+        y = self._apply(q)
+        jac = np.zeros((n, d, (d + 1) ** 2))
+        for k in range(d):
+            jac[:, k, k * (d + 1) : (k + 1) * (d + 1)] = qh / w[:, None]
+            jac[:, k, d * (d + 1) :] = -(y[:, k] / w)[:, None] * qh
+        return jac[:, :, :-1]
+
+    @classmethod
+    def _estimate(cls, src, dst, w, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for Projective estimation: {sorted(kwargs)}")
+        d = src.shape[1]
+        ts, td = _similarity_normaliser(src), _similarity_normaliser(dst)
+        if ts is None or td is None:
+            return FailedEstimation("all landmarks are at the same position; a projective map is not determined")
+        xs = _apply_h(ts, src)
+        xd = _apply_h(td, dst)
+        n = len(src)
+        # direct linear transform: for each output axis k, H_k . p~ - y_k H_D . p~ = 0
+        rows = np.zeros((n * d, (d + 1) ** 2))
+        ph = np.c_[xs, np.ones(n)]
+        sw = np.sqrt(w / w.max())
+        for k in range(d):
+            rows[k::d, k * (d + 1) : (k + 1) * (d + 1)] = ph
+            rows[k::d, d * (d + 1) :] = -xd[:, k : k + 1] * ph
+        rows *= np.repeat(sw, d)[:, None]
+        _, sv, vt = np.linalg.svd(rows)
+        need = (d + 1) ** 2 - 1
+        if len(sv) < need or sv[need - 1] <= 1e-10 * sv[0]:
+            return FailedEstimation(
+                "the landmarks are degenerate for a projective map (three or more on one line, "
+                "or too few distinct points); spread them over the field"
+            )
+        h = vt[-1].reshape(d + 1, d + 1)
+        m = np.linalg.solve(td, h @ ts)
+        if m[d, d] == 0 or abs(np.linalg.det(m)) < 1e-300:
+            return FailedEstimation("the fitted projective map is singular; check the landmark pairs")
+        tf = cls._from_matrix(m)
+        if n > cls.min_points[d]:
+            tf = _refine_projective(cls, tf, src, dst, w)
+        return tf
+
+
+def _similarity_normaliser(pts: np.ndarray) -> np.ndarray | None:
+    """Hartley normalisation: centre the points and scale their mean distance to sqrt(D)."""
+    d = pts.shape[1]
+    c = pts.mean(axis=0)
+    dist = np.linalg.norm(pts - c, axis=1).mean()
+    if not dist > 0:
+        return None
+    k = np.sqrt(d) / dist
+    t = np.eye(d + 1)
+    t[:d, :d] *= k
+    t[:d, d] = -k * c
+    return t
+
+
+def _apply_h(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    d = pts.shape[1]
+    h = pts @ m[:d, :d].T + m[:d, d]
+    return h / (pts @ m[d, :d] + m[d, d])[:, None]
+
+
+def _refine_projective(cls, tf, src, dst, w):
+    """Minimise the weighted geometric error ``sum w |H(src) - dst|^2`` from the DLT start."""
+    from scipy.optimize import least_squares
+
+    d = src.shape[1]
+    ts = _similarity_normaliser(src)
+    td = _similarity_normaliser(dst)
+    xs, xd = _apply_h(ts, src), _apply_h(td, dst)
+    h0 = td @ tf.matrix @ np.linalg.inv(ts)
+    h0 = h0 / h0[d, d]
+    sw = np.sqrt(w / w.max())[:, None]
+
+    def residuals(p):
+        h = np.append(p, 1.0).reshape(d + 1, d + 1)
+        return ((_apply_h(h, xs) - xd) * sw).ravel()
+
+    res = least_squares(residuals, h0.ravel()[:-1], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    h = np.append(res.x, 1.0).reshape(d + 1, d + 1)
+    m = np.linalg.solve(td, h @ ts)
+    try:
+        better = cls._from_matrix(m)
+    except TransformError:
+        return tf
+    old = np.sum(w * np.sum((tf(src) - dst) ** 2, axis=1))
+    new = np.sum(w * np.sum((better(src) - dst) ** 2, axis=1))
+    return better if new <= old else tf
+
+
+class _NonLinear(Transform):
+    """Base of smooth non-linear maps with an analytic Jacobian and a Newton inverse."""
+
+    def jacobian(self, points: Any) -> np.ndarray:
+        """Spatial derivative ``d tf(p) / d p`` at each point, shape ``(N, D, D)``."""
+        return self._jacobian(as_points(points, self.ndim))
+
+    def _jacobian(self, pts):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def inverse(self) -> Transform:
+        return InverseTransform(self)
+
+    def _reverse_guess(self) -> Transform:
+        """A transform of the same kind fitted the other way, as Newton's starting point."""
+        raise NotImplementedError
+
+
+class InverseTransform(Transform):
+    """The inverse of a non-linear transform, evaluated by Newton's method.
+
+    Starts from a reverse model fitted the other way (e.g. a thin-plate spline from target
+    to source through the same landmarks) and refines each point with Newton steps on the
+    forward map until the step is below 1e-12 of the landmark spread (converges to machine
+    precision inside the landmark hull).
+
+    Parameters
+    ----------
+    forward : Transform
+        A non-linear transform with ``jacobian``.
+    """
+
+    def __init__(self, forward: _NonLinear):
+        if not isinstance(forward, _NonLinear):
+            raise TransformError(f"InverseTransform needs a non-linear transform, got {type(forward).__name__}")
+        super().__init__(forward.ndim, forward.target_frame, forward.source_frame)
+        self._forward = forward
+        self._guess = forward._reverse_guess()
+
+    @property
+    def forward(self) -> Transform:
+        """The transform this one inverts."""
+        return self._forward
+
+    @property
+    def inverse(self) -> Transform:
+        return self._forward
+
+    def _apply(self, pts: np.ndarray, max_iter: int = 50) -> np.ndarray:
+        x = self._guess._apply(pts)
+        scale = max(float(np.ptp(pts, axis=0).max()) if len(pts) > 1 else 0.0, 1.0)
+        todo = np.ones(len(x), bool)
+        for _ in range(max_iter):
+            if not todo.any():
+                break
+            xi = x[todo]
+            r = self._forward._apply(xi) - pts[todo]
+            step = np.linalg.solve(self._forward._jacobian(xi), r[:, :, None])[:, :, 0]
+            x[todo] = xi - step
+            small = np.linalg.norm(step, axis=1) <= 1e-13 * scale
+            idx = np.flatnonzero(todo)
+            todo[idx[small]] = False
+        return x
+
+    def jacobian(self, points: Any) -> np.ndarray:
+        """Spatial derivative: the inverse of the forward Jacobian at the mapped point."""
+        x = self(points)
+        return np.linalg.inv(self._forward._jacobian(x))
+
+    def _params_dict(self):
+        return {"forward": self._forward.to_dict()}
+
+    @classmethod
+    def _from_params(cls, d):
+        return cls(transform_from_dict(d["forward"]))
+
+
+def _monomial_exponents(order: int) -> list[tuple[int, int]]:
+    return [(i - j, j) for i in range(order + 1) for j in range(i + 1)]
+
+
+class Polynomial(_NonLinear):
+    """2-D polynomial map of order 2 or 3: ``x' = sum a_ij u^i v^j``, ``y' = sum b_ij u^i v^j``.
+
+    ``(u, v) = (p - centre) / scale`` are normalised source coordinates (kept with the
+    coefficients, so large stage coordinates stay well conditioned).
+
+    Parameters
+    ----------
+    coefficients : array_like, shape (2, M)
+        Coefficients of the monomials ``u^i v^j`` in the order 1, u, v, u², uv, v², ...
+    order : int
+        2 or 3 (``M`` = 6 or 10).
+    centre : array_like, shape (2,)
+        µm.
+    scale : float
+        µm.
+
+    Minimum pairs: 6 (order 2), 10 (order 3).
+    """
+
+    min_points = {2: 6, 3: 1}
+
+    def __init__(self, coefficients: Any, order: int = 2, centre: Any = (0.0, 0.0), scale: float = 1.0,
+                 *, source_frame: str | None = None, target_frame: str | None = None):
+        if order not in (2, 3):
+            raise TransformError(f"Polynomial order must be 2 or 3, got {order!r}")
+        coef = np.array(coefficients, dtype=np.float64)
+        m = len(_monomial_exponents(order))
+        if coef.shape != (2, m):
+            raise TransformError(f"an order-{order} polynomial needs coefficients of shape (2, {m}), got {coef.shape}")
+        super().__init__(2, source_frame, target_frame)
+        coef.setflags(write=False)
+        self._coef = coef
+        self._order = int(order)
+        self._centre = np.array(centre, dtype=np.float64).reshape(2)
+        self._scale = float(scale)
+        if not self._scale > 0:
+            raise TransformError(f"Polynomial scale must be positive, got {scale!r}")
+
+    @property
+    def order(self) -> int:
+        """Polynomial order (2 or 3)."""
+        return self._order
+
+    def _design(self, pts, order=None):
+        u = (pts - self._centre) / self._scale
+        return np.stack([u[:, 0] ** i * u[:, 1] ** j for i, j in _monomial_exponents(order or self._order)], axis=1)
+
+    def _apply(self, pts):
+        return self._design(pts) @ self._coef.T
+
+    def _jacobian(self, pts):
+        u = (pts - self._centre) / self._scale
+        du = np.stack([i * u[:, 0] ** max(i - 1, 0) * u[:, 1] ** j for i, j in _monomial_exponents(self._order)], 1)
+        dv = np.stack([j * u[:, 0] ** i * u[:, 1] ** max(j - 1, 0) for i, j in _monomial_exponents(self._order)], 1)
+        jac = np.stack([du @ self._coef.T, dv @ self._coef.T], axis=2)  # (N, 2 outputs, 2 inputs)
+        return jac / self._scale
+
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        """``(N, 2, 2M)``: x' coefficients, then y' coefficients."""
+        a = self._design(as_points(points, 2))
+        n, m = a.shape
+        jac = np.zeros((n, 2, 2 * m))
+        jac[:, 0, :m] = a
+        jac[:, 1, m:] = a
+        return jac
+
+    @classmethod
+    def n_params(cls, ndim: int, order: int = 2) -> int:
+        return 2 * len(_monomial_exponents(order))
+
+    def _reverse_guess(self):
+        # fit the reverse polynomial on a grid covering the source region around the centre
+        g = np.linspace(-1.5, 1.5, 13)
+        u, v = np.meshgrid(g, g)
+        src = np.c_[u.ravel(), v.ravel()] * self._scale + self._centre
+        rev = Polynomial._estimate(self._apply(src), src, np.ones(len(src)), order=self._order)
+        return rev if rev else Affine.from_estimate(self._apply(src), src)
+
+    def _params_dict(self):
+        return {"order": self._order, "centre": self._centre.tolist(), "scale": self._scale,
+                "coefficients": self._coef.tolist()}
+
+    @classmethod
+    def _from_params(cls, d):
+        return cls(d["coefficients"], d["order"], d["centre"], d["scale"],
+                   source_frame=d.get("source_frame"), target_frame=d.get("target_frame"))
+
+    @classmethod
+    def required_points(cls, ndim: int, order: int = 2, **options) -> int:
+        return len(_monomial_exponents(order)) if ndim == 2 else 1  # 3-D: refused by _estimate
+
+    @classmethod
+    def _estimate(cls, src, dst, w, order=2, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for Polynomial estimation: {sorted(kwargs)}")
+        if src.shape[1] != 2:
+            return FailedEstimation("polynomial transforms are 2-D only; use affine or tps in 3-D")
+        centre = src.mean(axis=0)
+        scale = float(np.sqrt(np.mean(np.sum((src - centre) ** 2, axis=1))))
+        if not scale > 0:
+            return FailedEstimation("all source landmarks are at the same position")
+        probe = cls(np.zeros((2, len(_monomial_exponents(order)))), order, centre, scale)
+        a = probe._design(src) * np.sqrt(w)[:, None]
+        sv = np.linalg.svd(a, compute_uv=False)
+        if sv[-1] <= 1e-10 * sv[0]:
+            return FailedEstimation(
+                f"the landmarks do not determine an order-{order} polynomial (they lie on a "
+                "low-order curve or too few are distinct); add landmarks spread over the field"
+            )
+        coef, *_ = np.linalg.lstsq(a, dst * np.sqrt(w)[:, None], rcond=None)
+        return cls(coef.T, order, centre, scale)
+
+
+def _tps_kernel(r: np.ndarray) -> np.ndarray:
+    """``U(r) = r^2 log r`` with ``U(0) = 0`` (the 2-D thin-plate kernel, as BigWarp and
+    scikit-image use, in 2-D and 3-D)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = r * r * np.log(r)
+    return np.where(r > 0, out, 0.0)
+
+
+class ThinPlateSpline(_NonLinear):
+    """Thin-plate spline through control points: ``f(p) = a + A p + sum_i w_i U(|p - c_i|)``.
+
+    Kernel ``U(r) = r² log r`` (as BigWarp and scikit-image). With ``smoothing = 0`` the spline
+    interpolates the landmarks exactly; ``smoothing > 0`` (dimensionless, relative to the
+    normalised coordinates) trades exactness for robustness to localisation noise.
+
+    Build with :meth:`from_estimate`. Coordinates are normalised internally (centre and RMS
+    spread of the control points, stored with the coefficients); the spline itself does not
+    depend on that normalisation. Minimum pairs: 3 (2-D) / 4 (3-D), not collinear/coplanar.
+    The inverse is a spline fitted the other way, refined by Newton steps on this one.
+    """
+
+    min_points = {2: 3, 3: 4}
+
+    def __init__(self, controls: Any, weights: Any, affine: Any, centre: Any, scale: float,
+                 smoothing: float = 0.0, *, source_frame: str | None = None,
+                 target_frame: str | None = None, _targets: Any = None):
+        c = np.array(controls, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] not in (2, 3):
+            raise TransformError(f"controls must be (N, 2) or (N, 3), got shape {c.shape}")
+        d = c.shape[1]
+        wts = np.array(weights, dtype=np.float64)
+        aff = np.array(affine, dtype=np.float64)
+        if wts.shape != (len(c), d) or aff.shape != (d + 1, d):
+            raise TransformError("thin-plate spline weights must be (N, D) and affine part (D+1, D)")
+        super().__init__(d, source_frame, target_frame)
+        for a in (c, wts, aff):
+            a.setflags(write=False)
+        self._controls, self._weights, self._affine = c, wts, aff
+        self._centre = np.array(centre, dtype=np.float64).reshape(d)
+        self._scale = float(scale)
+        self._smoothing = float(smoothing)
+        self._targets = None if _targets is None else np.array(_targets, dtype=np.float64)
+
+    @property
+    def controls(self) -> np.ndarray:
+        """Control points (the source landmarks), ``(N, D)``, µm."""
+        return self._controls
+
+    @property
+    def smoothing(self) -> float:
+        """Smoothing parameter (0: exact interpolation)."""
+        return self._smoothing
+
+    def _u(self, pts):
+        return (pts - self._centre) / self._scale
+
+    def _apply(self, pts):
+        u = self._u(pts)
+        cu = self._u(self._controls)
+        k = _tps_kernel(np.linalg.norm(u[:, None, :] - cu[None, :, :], axis=2))
+        return k @ self._weights + np.c_[np.ones(len(u)), u] @ self._affine
+
+    def _jacobian(self, pts):
+        u = self._u(pts)
+        cu = self._u(self._controls)
+        diff = u[:, None, :] - cu[None, :, :]  # (N, M, D)
+        r = np.linalg.norm(diff, axis=2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where(r > 0, 2 * np.log(r) + 1, 0.0)  # dU/dr / r
+        # d f_k / d u_j = sum_i w_ik g_i diff_ij + A_jk
+        jac = np.einsum("nm,nmj,mk->nkj", g, diff, self._weights) + self._affine[1:].T[None]
+        return jac / self._scale
+
+    def _reverse_guess(self):
+        if self._targets is None:
+            raise TransformError("this thin-plate spline was built without its target points; refit it")
+        rev = ThinPlateSpline._estimate(self._targets, self._controls, np.ones(len(self._controls)),
+                                        smoothing=self._smoothing)
+        return rev if rev else Affine.from_estimate(self._targets, self._controls)
+
+    @classmethod
+    def n_params(cls, ndim: int, n_points: int = 0) -> int:
+        """Effective parameters: the spline has as many as the landmarks' coordinates."""
+        return ndim * max(n_points, ndim + 1)
+
+    def _params_dict(self):
+        return {"controls": self._controls.tolist(), "weights": self._weights.tolist(),
+                "affine": self._affine.tolist(), "centre": self._centre.tolist(),
+                "scale": self._scale, "smoothing": self._smoothing,
+                "targets": None if self._targets is None else self._targets.tolist()}
+
+    @classmethod
+    def _from_params(cls, d):
+        return cls(d["controls"], d["weights"], d["affine"], d["centre"], d["scale"],
+                   d.get("smoothing", 0.0), source_frame=d.get("source_frame"),
+                   target_frame=d.get("target_frame"), _targets=d.get("targets"))
+
+    @classmethod
+    def _estimate(cls, src, dst, w, smoothing: float = 0.0, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected options for ThinPlateSpline estimation: {sorted(kwargs)}")
+        n, d = src.shape
+        if not np.isfinite(smoothing) or smoothing < 0:
+            raise TransformError(f"smoothing must be >= 0, got {smoothing!r}")
+        centre = src.mean(axis=0)
+        scale = float(np.sqrt(np.mean(np.sum((src - centre) ** 2, axis=1))))
+        if not scale > 0:
+            return FailedEstimation("all source landmarks are at the same position")
+        if len(np.unique(src, axis=0)) < n:
+            return FailedEstimation(
+                "two or more source landmarks are at the same position; an interpolating "
+                "thin-plate spline cannot pass through different targets there: remove duplicates"
+            )
+        u = (src - centre) / scale
+        p = np.c_[np.ones(n), u]
+        sv = np.linalg.svd(u, compute_uv=False)  # u is centred
+        if sv[-1] <= 1e-10 * sv[0]:
+            shape = "on one line (collinear)" if d == 2 else "in one plane (coplanar)"
+            return FailedEstimation(f"the source landmarks lie {shape}; a thin-plate spline needs its affine part determined")
+        k = _tps_kernel(np.linalg.norm(u[:, None] - u[None], axis=2))
+        if smoothing > 0:
+            # weighted smoothing: less certain points (small weight) may deviate more
+            k = k + smoothing * np.diag(w.max() / w)
+        a = np.zeros((n + d + 1, n + d + 1))
+        a[:n, :n] = k
+        a[:n, n:] = p
+        a[n:, :n] = p.T
+        rhs = np.zeros((n + d + 1, d))
+        rhs[:n] = dst
+        try:
+            sol = np.linalg.solve(a, rhs)
+        except np.linalg.LinAlgError:
+            return FailedEstimation("the thin-plate spline system is singular; check for duplicated landmarks")
+        if not np.all(np.isfinite(sol)):
+            return FailedEstimation("the thin-plate spline system is singular; check for duplicated landmarks")
+        return cls(src, sol[:n], sol[n:], centre, scale, smoothing, _targets=dst)
+
+
 #: Estimable models by the names ``register(model=...)`` accepts.
 MODELS: dict[str, type[Transform]] = {
     "identity": Identity,
@@ -789,6 +1334,9 @@ MODELS: dict[str, type[Transform]] = {
     "rigid": Rigid,
     "similarity": Similarity,
     "affine": Affine,
+    "projective": Projective,
+    "polynomial": Polynomial,
+    "tps": ThinPlateSpline,
 }
 
 
