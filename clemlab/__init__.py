@@ -42,6 +42,8 @@ _EXPORTS = {
     "correlate": "warp",
     "synthetic_clem": "datasets",
     "plot_overlay": "viz",
+    "LandmarkPicker": "widgets",
+    "OverlayViewer": "widgets",
     "ClemlabError": "errors",
     "ImageError": "errors",
     "UnitError": "errors",
@@ -64,7 +66,7 @@ from . import warp as _warp_module  # noqa: E402,F401
 from .warp import correlate, warp  # noqa: E402,F401
 
 
-_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz"}
+_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz", "widgets"}
 
 
 def __getattr__(name: str):

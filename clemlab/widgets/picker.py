@@ -1,0 +1,440 @@
+"""LandmarkPicker: click LM/EM correspondences inline (ipympl + ipywidgets).
+
+Drawing and event plumbing only; what a click means lives in :mod:`clemlab.widgets._logic`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LandmarkError
+from ..landmarks import Landmarks
+from ..viz import stretch
+from ._display import ViewImage, as_levels, new_widget_figure
+from ._logic import VIEWS, PickerLogic
+
+__all__ = ["LandmarkPicker", "initial_landmarks"]
+
+_PALETTE = ["#ff00ff", "#00ff00", "#00aaff", "#ffaa00", "#ff0000", "#ffffff"]
+_MODELS = ["translation", "rigid", "similarity", "affine"]
+_MARK = {"lm": "#ffff00", "em": "#ffff00"}
+
+
+def initial_landmarks(landmarks: Landmarks | None, autosave: str | os.PathLike | None,
+                      source_frame: str = "LM", target_frame: str = "EM") -> Landmarks:
+    """The table a picker starts from.
+
+    An existing ``autosave`` file wins (it holds the latest clicks; a warning says so when
+    ``landmarks`` differs from it). Otherwise a copy of ``landmarks`` (or an empty 2-D table)
+    that autosaves to ``autosave``, written once now. Folder permissions and the file's
+    schema version are checked here, so problems show at construction, not at a click.
+    """
+    if landmarks is not None and not isinstance(landmarks, Landmarks):
+        raise LandmarkError(
+            f"landmarks must be a clemlab Landmarks table or None, got {type(landmarks).__name__}; "
+            "build one with Landmarks.from_points(lm_points, em_points)"
+        )
+    if autosave is not None and Path(autosave).exists():
+        restored = Landmarks.read(autosave, autosave=autosave)
+        if landmarks is not None and restored != landmarks:
+            warnings.warn(f"restoring {len(restored)} pairs from autosave file {autosave}; the "
+                          f"landmarks passed in ({len(landmarks)} pairs) are not used", stacklevel=3)
+        if restored.ndim != 2:
+            raise LandmarkError(f"autosave file {autosave} holds 3-D landmarks; the picker edits 2-D ones")
+        return restored
+    if landmarks is None:
+        lms = Landmarks(ndim=2, source_frame=source_frame, target_frame=target_frame, autosave=autosave)
+    else:
+        if landmarks.ndim != 2:
+            raise LandmarkError(f"the picker edits 2-D landmarks (x, y), got {landmarks.ndim}-D ones")
+        lms = landmarks.copy(autosave=autosave)
+    if autosave is not None:
+        lms.save(autosave)
+    return lms
+
+
+class LandmarkPicker:
+    """Click corresponding points in an LM and an EM image, side by side, inline.
+
+    Click in one view, then in the other: that adds a pair (the view expected next is
+    framed in colour and switches by itself). Click a marker to select it, drag it to move it;
+    the buttons (and keys: Delete, ``ctrl+z``, ``ctrl+y``, ``a``, Enter, Escape) delete,
+    undo, redo, toggle active, accept the predicted partner, or drop a pending point. Once
+    there are enough pairs for the model, the fit marks where the partner of a new click
+    should be, and the table lists each pair's residual and leave-one-out error.
+
+    Parameters
+    ----------
+    lm : xarray.DataArray or xarray.DataTree
+        Source image ``(c, y, x)`` (or ``(y, x)``, shown as one channel), coords in µm.
+    em : xarray.DataArray or xarray.DataTree
+        Target image ``(y, x)``, numpy- or dask-backed, or a multiscale tree (``scale0``,
+        ``scale1``, ...): each view reads only the level and window it shows.
+    landmarks : Landmarks, optional
+        Pairs to start from (copied; edit them through :attr:`landmarks`).
+    autosave : path-like, optional
+        JSON file rewritten atomically after every edit. If it exists, the picker restores
+        its content (it wins over ``landmarks``).
+    model : str
+        ``"translation"``, ``"rigid"``, ``"similarity"`` or ``"affine"``.
+    figsize : (float, float)
+        Size of each view, inches.
+    pick_radius : float
+        How close (display pixels) a click must be to a marker to select it.
+
+    Attributes
+    ----------
+    landmarks : Landmarks
+        The current pairs (LM points are ``src``, EM points ``dst``; µm, ``(x, y)``).
+    registration : Registration or None
+        The current fit, None while there are too few active pairs.
+    axes : (Axes, Axes)
+        The LM and EM matplotlib axes (data coordinates in µm).
+    """
+
+    def __init__(self, lm: Any, em: Any, landmarks: Landmarks | None = None,
+                 autosave: str | os.PathLike | None = None, model: str = "affine", *,
+                 figsize: tuple[float, float] = (4.6, 4.6), pick_radius: float = 8.0):
+        import ipywidgets as w
+
+        self._levels = {"lm": as_levels(lm, "lm", channels=True), "em": as_levels(em, "em", channels=False)}
+        frames = (self._levels["lm"][0].attrs.get("frame") or "LM",
+                  self._levels["em"][0].attrs.get("frame") or "EM")
+        lms = initial_landmarks(landmarks, autosave, *frames)
+        self.logic = PickerLogic(lms, model=model)
+        self.pick_radius = float(pick_radius)
+        self._closed = False
+
+        # -- LM display settings: per channel visible / colour / contrast percentiles -----
+        lm0 = self._levels["lm"][0]
+        self.channels = [str(c) for c in lm0.coords["c"].values]
+        given = dict(lm0.attrs.get("colors") or {})
+        self._colors = {c: given.get(c, _PALETTE[i % len(_PALETTE)]) for i, c in enumerate(self.channels)}
+        self._visible = {c: True for c in self.channels}
+        self._lm_contrast = {c: (1.0, 99.8) for c in self.channels}
+        self._em_contrast = (0.5, 99.5)
+
+        # -- figures ------------------------------------------------------------------------
+        self._figs, self._axes, self._views, self._art, self._cids = {}, {}, {}, {}, {}
+        for view in VIEWS:
+            fig = new_widget_figure(figsize)
+            fig.subplots_adjust(left=0.15, right=0.97, bottom=0.1, top=0.93)
+            ax = fig.add_subplot()
+            ax.set_xlabel("x (µm)")
+            ax.set_ylabel("y (µm)")
+            self._figs[view], self._axes[view] = fig, ax
+            if view == "lm":
+                self._views[view] = ViewImage(ax, self._levels[view], self._render_lm)
+            else:
+                self._views[view] = ViewImage(ax, self._levels[view], self._render_em, cmap="gray")
+            self._views[view].refresh(force=True)
+            self._art[view] = self._make_artists(ax, view)
+            c = fig.canvas
+            self._cids[view] = [
+                c.mpl_connect("button_press_event", self._on_press),
+                c.mpl_connect("motion_notify_event", self._on_motion),
+                c.mpl_connect("button_release_event", self._on_release),
+                c.mpl_connect("key_press_event", self._on_key),
+                c.mpl_connect("scroll_event", self._on_scroll),
+            ]
+
+        # -- controls -----------------------------------------------------------------------
+        lay = w.Layout(width="auto")
+        self._channel_rows = []
+        for ch in self.channels:
+            cb = w.Checkbox(value=True, description=ch, indent=False, layout=w.Layout(width="90px"))
+            cp = w.ColorPicker(value=self._colors[ch], concise=True, layout=w.Layout(width="32px"))
+            sl = w.FloatRangeSlider(value=self._lm_contrast[ch], min=0, max=100, step=0.1,
+                                    description="contrast %", readout_format=".1f", layout=lay)
+            cb.observe(lambda ch_, c=ch: self._set_lm(c, visible=ch_["new"]), names="value")
+            cp.observe(lambda ch_, c=ch: self._set_lm(c, color=ch_["new"]), names="value")
+            sl.observe(lambda ch_, c=ch: self._set_lm(c, contrast=ch_["new"]), names="value")
+            self._channel_rows.append(w.HBox([cb, cp, sl]))
+        self.em_contrast_slider = w.FloatRangeSlider(value=self._em_contrast, min=0, max=100, step=0.1,
+                                                     description="EM contrast %", readout_format=".1f",
+                                                     style={"description_width": "initial"}, layout=lay)
+        self.em_contrast_slider.observe(self._on_em_contrast, names="value")
+
+        def button(text, icon, action, tip):
+            b = w.Button(description=text, icon=icon, tooltip=tip, layout=w.Layout(width="auto"))
+            b.on_click(lambda _b: self._run(action))
+            return b
+
+        self.buttons = {
+            "undo": button("Undo", "undo", self.logic.undo, "undo the last action (ctrl+z)"),
+            "redo": button("Redo", "repeat", self.logic.redo, "redo (ctrl+y)"),
+            "delete": button("Delete", "trash", self.logic.delete, "delete the selected pair, or the pending point (Delete)"),
+            "toggle": button("Toggle active", "toggle-on", self.logic.toggle_active, "use / ignore the selected pair in the fit (a)"),
+            "accept": button("Accept prediction", "check", self.logic.accept_prediction, "complete the pair at the predicted point (Enter)"),
+            "clear": button("Clear all", "eraser", self.logic.clear, "remove every pair (undoable)"),
+        }
+        self.model_dropdown = w.Dropdown(options=_MODELS if model in _MODELS else _MODELS + [model],
+                                         value=model, description="model", layout=w.Layout(width="200px"))
+        self.model_dropdown.observe(lambda ch: self._run(lambda: self.logic.set_model(ch["new"])), names="value")
+        self.status = w.HTML()
+        self.table = w.HTML()
+        self.message = w.HTML()
+        figs = w.HBox([self._figs["lm"].canvas, self._figs["em"].canvas])
+        controls = w.HBox([w.VBox(self._channel_rows), w.VBox([self.em_contrast_slider])])
+        self.widget = w.VBox([figs, controls, w.HBox(list(self.buttons.values()) + [self.model_dropdown]),
+                              self.status, self.message, self.table])
+        self.logic.on_update(lambda _l: self._redraw())
+        self._redraw()
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def landmarks(self) -> Landmarks:
+        return self.logic.landmarks
+
+    @property
+    def registration(self):
+        return self.logic.registration
+
+    @property
+    def axes(self):
+        """``(lm_axes, em_axes)``: matplotlib axes, data coordinates in µm."""
+        return self._axes["lm"], self._axes["em"]
+
+    @property
+    def figures(self):
+        """``(lm_figure, em_figure)``."""
+        return self._figs["lm"], self._figs["em"]
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def close(self) -> None:
+        """Disconnect every callback and close the figures and controls."""
+        if self._closed:
+            return
+        self._closed = True
+        self.logic._observers.clear()
+        for view in VIEWS:
+            fig = self._figs[view]
+            for cid in self._cids[view]:
+                fig.canvas.mpl_disconnect(cid)
+            self._views[view].disconnect()
+            toolbar = getattr(fig.canvas, "toolbar", None)
+            if toolbar is not None and hasattr(toolbar, "close"):
+                toolbar.close()
+            fig.canvas.close()
+            fig.clear()
+        _close_tree(self.widget)
+        self._views.clear()
+        self._art.clear()
+
+    # -- rendering ----------------------------------------------------------------------------
+    def _render_lm(self, data: np.ndarray) -> np.ndarray:
+        from matplotlib.colors import to_rgb
+
+        out = np.zeros(data.shape[1:] + (3,))
+        for i, ch in enumerate(self.channels):
+            if self._visible[ch]:
+                out += stretch(data[i], *self._lm_contrast[ch])[..., None] * np.asarray(to_rgb(self._colors[ch]))
+        return np.clip(out, 0.0, 1.0)
+
+    def _render_em(self, data: np.ndarray) -> np.ndarray:
+        return stretch(data, *self._em_contrast)
+
+    def _set_lm(self, ch: str, visible=None, color=None, contrast=None) -> None:
+        if visible is not None:
+            self._visible[ch] = bool(visible)
+        if color is not None:
+            self._colors[ch] = color
+        if contrast is not None:
+            self._lm_contrast[ch] = tuple(contrast)
+        self._views["lm"].rerender()
+        self._figs["lm"].canvas.draw_idle()
+
+    def _on_em_contrast(self, change) -> None:
+        self._em_contrast = tuple(change["new"])
+        self._views["em"].rerender()
+        self._figs["em"].canvas.draw_idle()
+
+    def _make_artists(self, ax, view: str) -> dict:
+        col = _MARK[view]
+        kw = dict(linestyle="none", zorder=5)
+        return {
+            "active": ax.plot([], [], "+", color=col, ms=12, mew=1.6, **kw)[0],
+            "inactive": ax.plot([], [], "x", color="#999999", ms=9, mew=1.4, **kw)[0],
+            "selected": ax.plot([], [], "o", mfc="none", mec="#00ffff", ms=16, mew=1.8, **kw)[0],
+            "pending": ax.plot([], [], "+", color="#ff3030", ms=16, mew=2.0, **kw)[0],
+            "prediction": ax.plot([], [], "o", mfc="none", mec="#ff8000", ms=14, mew=1.6, **kw)[0],
+            "texts": [],
+        }
+
+    def _redraw(self) -> None:
+        if self._closed:
+            return
+        lg = self.logic
+        names = lg.landmarks.names
+        active = lg.landmarks.active
+        pred = lg.prediction
+        for view in VIEWS:
+            art, ax = self._art[view], self._axes[view]
+            pts = lg.points(view).copy()
+            if lg.drag is not None and lg.drag["view"] == view:
+                pts[names.index(lg.drag["name"])] = lg.drag["at"]
+            art["active"].set_data(pts[active, 0], pts[active, 1])
+            art["inactive"].set_data(pts[~active, 0], pts[~active, 1])
+            sel = [names.index(lg.selected)] if lg.selected in names else []
+            art["selected"].set_data(pts[sel, 0], pts[sel, 1])
+            pend = lg.pending[1] if lg.pending is not None and lg.pending[0] == view else None
+            art["pending"].set_data(*(([pend[0]], [pend[1]]) if pend is not None else ([], [])))
+            pr = pred[1] if pred is not None and pred[0] == view else None
+            art["prediction"].set_data(*(([pr[0]], [pr[1]]) if pr is not None else ([], [])))
+            texts = art["texts"]
+            while len(texts) > len(names):
+                texts.pop().remove()
+            while len(texts) < len(names):
+                texts.append(ax.annotate("", (0, 0), xytext=(5, 5), textcoords="offset points",
+                                         color=_MARK[view], fontsize=9, zorder=6))
+            for t, n, p, a in zip(texts, names, pts, active):
+                t.xy = (p[0], p[1])
+                t.set_text(n)
+                t.set_color(_MARK[view] if a else "#999999")
+            expected = lg.active_view == view
+            ax.set_title(f"{view.upper()}" + ("  ← click here" if expected else ""),
+                         color="#d04000" if expected else "black", fontsize=10)
+            for s in ax.spines.values():
+                s.set_edgecolor("#ff8000" if expected else "black")
+                s.set_linewidth(2.5 if expected else 0.8)
+            self._figs[view].canvas.draw_idle()
+        self._update_text()
+
+    def _update_text(self) -> None:
+        lg = self.logic
+        n, na = len(lg.landmarks), int(lg.landmarks.active.sum())
+        parts = [f"<b>{n}</b> pairs ({na} active)", f"next click: <b>{lg.active_view.upper()}</b>"]
+        if lg.pending is not None:
+            v, p = lg.pending
+            parts.append(f"pending {v.upper()} point at ({p[0]:.3f}, {p[1]:.3f}) µm")
+        if lg.prediction is not None:
+            v, q = lg.prediction
+            parts.append(f"predicted {v.upper()} partner at ({q[0]:.3f}, {q[1]:.3f}) µm")
+        if lg.selected is not None:
+            parts.append(f"selected {html.escape(lg.selected)}")
+        self.status.value = " · ".join(parts)
+        self.table.value = _table_html(lg)
+        self.buttons["undo"].disabled = not lg.can_undo
+        self.buttons["redo"].disabled = not lg.can_redo
+        self.buttons["delete"].disabled = lg.selected is None and lg.pending is None
+        self.buttons["toggle"].disabled = lg.selected is None
+        self.buttons["accept"].disabled = lg.prediction is None
+        self.buttons["clear"].disabled = n == 0 and lg.pending is None
+
+    def _run(self, action) -> None:
+        """Run a command; show a user error in the message line instead of raising in a callback."""
+        try:
+            action()
+            self.message.value = ""
+        except (LandmarkError, ValueError) as exc:
+            self.message.value = f"<span style='color:#c00000'>{html.escape(str(exc))}</span>"
+            self._redraw()
+
+    # -- events -------------------------------------------------------------------------------
+    def _view_of(self, event) -> str | None:
+        for view in VIEWS:
+            if event.inaxes is self._axes.get(view):
+                return view
+        return None
+
+    def _um_per_px(self, view: str) -> float:
+        ax = self._axes[view]
+        x0, x1 = ax.get_xlim()
+        return abs(x1 - x0) / max(ax.get_window_extent().width, 1.0)
+
+    def _on_press(self, event) -> None:
+        view = self._view_of(event)
+        if view is None or event.button != 1 or event.xdata is None:
+            return
+        canvas = event.canvas
+        # toolbar zoom/pan (or another widget) holds the lock: the click is not a landmark
+        if canvas.widgetlock.locked() or getattr(getattr(canvas, "toolbar", None), "mode", ""):
+            return
+        self._run(lambda: self.logic.press(view, (event.xdata, event.ydata),
+                                           tol=self.pick_radius * self._um_per_px(view)))
+
+    def _on_motion(self, event) -> None:
+        if self.logic.drag is None:
+            return
+        view = self._view_of(event)
+        if view is not None and event.xdata is not None:
+            self.logic.motion(view, (event.xdata, event.ydata))
+
+    def _on_release(self, event) -> None:
+        if self.logic.drag is None:
+            return
+        view = self._view_of(event)
+        xy = None if view is None or event.xdata is None else (event.xdata, event.ydata)
+        self._run(lambda: self.logic.release(view or self.logic.drag["view"], xy))
+
+    _KEYS = {"delete": "delete", "backspace": "delete", "ctrl+z": "undo", "ctrl+y": "redo",
+             "ctrl+shift+z": "redo", "ctrl+Z": "redo", "a": "toggle_active", "enter": "accept_prediction",
+             "escape": "escape"}
+
+    def _on_key(self, event) -> None:
+        what = self._KEYS.get(event.key)
+        if what is None:
+            return
+        if what == "escape":
+            if self.logic.pending is not None:
+                self._run(lambda: self.logic.delete(None) if self.logic.selected is None else self.logic.select(None))
+            return
+        self._run(getattr(self.logic, what))
+
+    def _on_scroll(self, event) -> None:
+        view = self._view_of(event)
+        if view is None or event.xdata is None:
+            return
+        ax = self._axes[view]
+        f = 1 / 1.25 if event.button == "up" else 1.25
+        x, y = event.xdata, event.ydata
+        x0, x1 = ax.get_xlim()
+        y0, y1 = ax.get_ylim()
+        ax.set_xlim(x + (x0 - x) * f, x + (x1 - x) * f)
+        ax.set_ylim(y + (y0 - y) * f, y + (y1 - y) * f)
+        self._figs[view].canvas.draw_idle()
+
+
+def _close_tree(widget) -> None:
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
+
+
+def _table_html(lg: PickerLogic) -> str:
+    df = lg.landmarks.to_dataframe()
+    reg = lg.registration
+    res = dict.fromkeys(df["name"], np.nan)
+    loo = dict.fromkeys(df["name"], np.nan)
+    if reg is not None:
+        res.update(zip(reg.names, reg.residuals))
+        loo.update(zip(reg.names, reg.loo_errors))
+    if reg is not None:
+        head = (f"model <b>{html.escape(reg.model)}</b>, {len(reg.residuals)} active pairs, "
+                f"RMS residual <b>{reg.rms * 1e3:.1f} nm</b>")
+        if np.isfinite(reg.loo_errors).any():
+            head += f", RMS leave-one-out <b>{np.sqrt(np.nanmean(reg.loo_errors ** 2)) * 1e3:.1f} nm</b>"
+    else:
+        head = f"model <b>{html.escape(lg.model)}</b>: no fit yet ({html.escape(lg.fit_message)})"
+
+    def nm(v):
+        return "–" if not np.isfinite(v) else f"{v * 1e3:.1f}"
+
+    rows = "".join(
+        f"<tr style='color:{'inherit' if r.active else '#999'}'><td>{html.escape(str(r.name))}</td>"
+        f"<td>{'yes' if r.active else 'no'}</td>"
+        f"<td>{r.x_src:.3f}</td><td>{r.y_src:.3f}</td><td>{r.x_dst:.3f}</td><td>{r.y_dst:.3f}</td>"
+        f"<td>{nm(res[r.name])}</td><td>{nm(loo[r.name])}</td></tr>"
+        for r in df.itertuples(index=False)
+    )
+    return (f"<div>{head}</div><table class='clemlab-pairs'><tr><th>pair</th><th>active</th>"
+            "<th>LM x µm</th><th>LM y µm</th><th>EM x µm</th><th>EM y µm</th>"
+            f"<th>residual nm</th><th>left-out nm</th></tr>{rows}</table>")
