@@ -1,0 +1,292 @@
+"""Lazy warp engine: one task per output chunk, footprint reads, OpenCV vs scipy, map bound."""
+
+from __future__ import annotations
+
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage
+
+import clemlab as cl
+from clemlab import transforms as T
+from clemlab.errors import ImageError
+from clemlab.warp import MAP_TOLERANCE_PX, coarse_map
+
+
+class CountingArray:
+    """Array-like that records every region read (for dask.array.from_array)."""
+
+    def __init__(self, arr):
+        self.arr, self.shape, self.dtype, self.ndim = arr, arr.shape, arr.dtype, arr.ndim
+        self.reads = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        with self._lock:
+            self.reads.append(key)
+        return self.arr[key]
+
+
+class Swirl(T.Transform):
+    """A smooth non-linear test map: ``x' = x + a sin(y / L)``, ``y' = y + a cos(x / L)``."""
+
+    def __init__(self, a, length, centre, inverse=False, source_frame=None, target_frame=None):
+        super().__init__(2, source_frame, target_frame)
+        self._a, self._l, self._c, self._inv = float(a), float(length), np.asarray(centre, float), bool(inverse)
+
+    def _fwd(self, p):
+        q = p - self._c
+        return np.c_[q[:, 0] + self._a * np.sin(q[:, 1] / self._l), q[:, 1] + self._a * np.cos(q[:, 0] / self._l)] + self._c
+
+    def _apply(self, pts):
+        if not self._inv:
+            return self._fwd(pts)
+        x = pts.copy()
+        for _ in range(60):  # fixed point: contraction for a / L < 1
+            x = x - (self._fwd(x) - pts)
+        return x
+
+    @property
+    def inverse(self):
+        return Swirl(self._a, self._l, self._c, not self._inv, self.target_frame, self.source_frame)
+
+    def _params_dict(self):
+        return {"a": self._a, "length": self._l, "centre": self._c.tolist(), "inverse": self._inv}
+
+    @classmethod
+    def _from_params(cls, d):
+        return cls(d["a"], d["length"], d["centre"], d["inverse"], d.get("source_frame"), d.get("target_frame"))
+
+
+def texture(shape, seed=0, vmax=255.0):
+    g = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), 3)
+    return (g - g.min()) / (g.max() - g.min()) * vmax
+
+
+STAGE = 1.0e5  # µm: stage coordinates of a real grid
+SRC_PX, DST_PX = 0.004, 0.005
+
+
+def source(dtype, shape=(300, 360), seed=0):
+    vmax = {np.uint8: 255, np.uint16: 60000, np.float32: 1000.0}[dtype]
+    data = texture(shape, seed, vmax).astype(dtype)
+    return cl.as_image(data, pixel_size=SRC_PX, origin=(STAGE + 0.37, STAGE - 0.21), modality="EM")
+
+
+def target(shape=(200, 230)):
+    return cl.as_image(np.zeros(shape, np.uint8), pixel_size=DST_PX, origin=(STAGE + 0.1, STAGE + 0.05), modality="TGT")
+
+
+TRANSFORMS = {  # linear parts; centred on the stage positions by _center_on
+    "rotation+scale": T.Similarity(1.1, 0.35, [0.0, 0.0]).matrix,
+    "shear": np.array([[1.0, 0.08, 0.0], [-0.05, 0.97, 0.0], [0, 0, 1]]),
+}
+
+
+def _center_on(m, src, dst):
+    """Affine with linear part ``m`` mapping the source centre onto the target centre (µm)."""
+    cs = np.array([float(src.x.mean()), float(src.y.mean())])
+    cd = np.array([float(dst.x.mean()), float(dst.y.mean())]) + [0.013, -0.007]
+    out = np.eye(3)
+    out[:2, :2] = np.asarray(m)[:2, :2]
+    out[:2, 2] = cd - out[:2, :2] @ cs
+    return T.Affine(matrix=out, source_frame="EM", target_frame="TGT")
+
+
+def scipy_reference(src, dst, tf, order=1):
+    """Independent reference: exact physical mapping per output pixel + map_coordinates."""
+    yy, xx = np.meshgrid(dst.y.values, dst.x.values, indexing="ij")
+    p = tf.inverse(np.c_[xx.ravel(), yy.ravel()])
+    cols = (p[:, 0] - float(src.x[0])) / src.clem.pixel_size["x"]
+    rows = (p[:, 1] - float(src.y[0])) / src.clem.pixel_size["y"]
+    ref = ndimage.map_coordinates(src.values.astype(np.float64), [rows, cols], order=order, cval=0, mode="constant")
+    inner = (rows > 1) & (rows < src.sizes["y"] - 2) & (cols > 1) & (cols < src.sizes["x"] - 2)
+    return ref.reshape(xx.shape), inner.reshape(xx.shape)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("chunking", ["numpy", (64, 64), (100, 1000), (37, 53)])
+@pytest.mark.parametrize("tfname", sorted(TRANSFORMS))
+def test_lazy_equals_scipy_reference(dtype, chunking, tfname):
+    src, dst = source(dtype), target()
+    tf = _center_on(TRANSFORMS[tfname], src, dst)
+    if chunking != "numpy":
+        src = src.copy(data=da.from_array(src.values, chunks=chunking))
+    out = cl.warp(src, tf, like=dst, chunks=(48, 70))
+    assert isinstance(out.data, da.Array) and out.dtype == dtype
+    assert out.data.numblocks == (5, 4)  # 200 / 48, 230 / 70 -> one task per output chunk
+    ref, inner = scipy_reference(src, dst, tf)
+    assert inner.sum() > 0.5 * inner.size
+    got = out.values.astype(np.float64)
+    tol = 1.0 if dtype != np.float32 else 1e-3 * 1000
+    np.testing.assert_array_less(np.abs(got - ref)[inner], tol + 1e-9)
+    if dtype != np.float32:  # integers: OpenCV and scipy round the same, nearly everywhere
+        assert np.mean(got[inner] == np.rint(ref[inner])) > 0.99
+
+
+def test_reads_only_the_footprint():
+    data = texture((512, 512)).astype(np.uint8)
+    counting = CountingArray(data)
+    src = cl.as_image(da.from_array(counting, chunks=(64, 64)), pixel_size=1.0, modality="EM")
+    tf = T.Translation([-300.0, -300.0], source_frame="EM", target_frame="T")  # output (0..99) <- source (300..399)
+    like = cl.as_image(np.zeros((100, 100), np.uint8), pixel_size=1.0, modality="T")
+    out = cl.warp(src, tf, like=like, chunks=50)
+    counting.reads.clear()  # dask's meta probe (an empty slice) at from_array time
+    with dask.config.set(scheduler="synchronous"):
+        block = out.data.blocks[0, 0].compute()
+    # output rows/cols 0..49 come from source 300..349 (+-1 px margin): source chunks 4 and 5
+    read_rows = {k[0].start for k in counting.reads}
+    assert read_rows <= {256, 320} and len(counting.reads) <= 4
+    np.testing.assert_array_equal(block, data[300:350, 300:350])
+    counting.reads.clear()
+    np.testing.assert_array_equal(out.values, data[300:400, 300:400])
+    assert len(counting.reads) <= 9  # never the whole 8 x 8 source
+
+
+def test_numpy_and_dask_inputs_identical_and_channels():
+    lm = cl.as_image(np.stack([texture((120, 140), s) for s in (1, 2)]).astype(np.uint16), pixel_size=0.1,
+                     channels=["a", "b"], modality="LM")
+    em = cl.as_image(np.zeros((150, 170), np.uint8), pixel_size=0.07, origin=(1.0, 0.5), modality="EM")
+    tf = T.Similarity(1.0, 0.2, [0.5, -0.3], source_frame="LM", target_frame="EM")
+    a = cl.warp(lm, tf, like=em, chunks=64)
+    b = cl.warp(lm.copy(data=da.from_array(lm.values, chunks=(1, 50, 60))), tf, like=em, chunks=(40, 90))
+    assert a.dims == ("c", "y", "x") and a.data.chunks[0] == (2,) and b.data.chunks[0] == (1, 1)
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_higher_order_and_3d_use_scipy_per_chunk():
+    src = cl.as_image(texture((90, 100), 3).astype(np.float64), pixel_size=0.1, modality="EM")
+    dst = cl.as_image(np.zeros((70, 80)), pixel_size=0.1, origin=(0.6, 0.8), modality="T")
+    tf = T.Similarity(1.05, 0.1, [0.2, -0.4], source_frame="EM", target_frame="T")
+    out = cl.warp(src, tf, like=dst, order=3, chunks=25).values
+    ref, inner = scipy_reference(src, dst, tf, order=3)
+    # the spline prefilter of a padded footprint differs from the whole image's only slightly
+    np.testing.assert_allclose(out[inner], ref[inner], atol=2e-3 * 255)
+    z, y, x = np.mgrid[0:20, 0:30, 0:40]
+    vol = cl.as_image((x + 2 * y + 3 * z).astype(np.float32), pixel_size=(0.3, 0.1, 0.1), modality="LM")
+    t3 = T.Translation([0.25, 0.3, 0.6], source_frame="LM", target_frame="EM")
+    like = cl.as_image(np.zeros((10, 12, 14), np.float32), pixel_size=0.1, origin=(1.5, 1.0, 1.0), modality="EM")
+    lazy = cl.warp(vol.copy(data=da.from_array(vol.values, chunks=(7, 11, 13))), t3, like=like, chunks=(4, 5, 6))
+    assert lazy.data.numblocks == (3, 3, 3)
+    xs, ys, zs = np.meshgrid(like.x.values - 0.25, like.y.values - 0.3, like.z.values - 0.6, indexing="xy")
+    np.testing.assert_allclose(lazy.values, np.transpose(xs / 0.1 + 2 * ys / 0.1 + 3 * zs / 0.3, (2, 0, 1)), atol=1e-3)
+
+
+def _position_error(tf, src, dst, n=10_000, seed=0):
+    """Warp ramp images (value = source row / col index) and compare with exact evaluation."""
+    rows, cols = np.mgrid[0 : src.sizes["y"], 0 : src.sizes["x"]].astype(np.float32)
+    ramps = cl.as_image(np.stack([rows, cols]), pixel_size=src.clem.pixel_size["x"],
+                        origin=(float(src.y[0]), float(src.x[0])), channels=["r", "c"], modality="EM")
+    out = cl.warp(ramps, tf, like=dst, chunks=(96, 128), fill=np.nan).values
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, dst.sizes["y"], n), rng.integers(0, dst.sizes["x"], n)
+    p = tf.inverse(np.c_[dst.x.values[j], dst.y.values[i]])
+    er = (p[:, 1] - float(src.y[0])) / src.clem.pixel_size["y"]
+    ec = (p[:, 0] - float(src.x[0])) / src.clem.pixel_size["x"]
+    inside = (er > 1) & (er < src.sizes["y"] - 2) & (ec > 1) & (ec < src.sizes["x"] - 2)
+    assert inside.sum() > 0.5 * n
+    return np.hypot(out[0, i, j] - er, out[1, i, j] - ec)[inside]
+
+
+def test_nonlinear_map_within_bound_of_exact_evaluation():
+    src = cl.as_image(np.zeros((400, 420), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
+    dst = cl.as_image(np.zeros((300, 330), np.uint8), pixel_size=0.012, origin=(STAGE + 0.5, STAGE + 0.6), modality="T")
+    tf = Swirl(0.15, 0.4, [STAGE + 2, STAGE + 2], source_frame="EM", target_frame="T")
+    err = _position_error(tf, src, dst)
+    assert err.max() < 0.05  # the bound stated in clemlab.warp (map 0.025 + remap 1/32 px sampling)
+    # the coarse map itself, against exact evaluation, stays within MAP_TOLERANCE_PX
+    from clemlab.warp import _IndexMap, _grid_matrix
+
+    imap = _IndexMap(tf, _grid_matrix(src), _grid_matrix(dst))
+    maps, spacing, est = coarse_map(imap, (40, 50), (150, 170), np.zeros(2), np.float64)
+    idx = np.indices((150, 170)).reshape(2, -1).T
+    exact = imap(idx, (40, 50)).reshape(150, 170, 2)
+    assert 1 < spacing < 64 and est <= MAP_TOLERANCE_PX
+    assert np.abs(maps - exact).max() < MAP_TOLERANCE_PX * 1.5
+
+
+@pytest.mark.skipif(not hasattr(T, "ThinPlateSpline"), reason="ThinPlateSpline not in clemlab.transforms")
+def test_tps_50_landmarks_within_bound():
+    rng = np.random.default_rng(5)
+    src_pts = rng.uniform(0, 4.0, (50, 2)) + STAGE
+    dst_pts = src_pts + rng.normal(0, 0.02, (50, 2)) + [0.3, -0.2]
+    tps = T.ThinPlateSpline.from_estimate(src_pts, dst_pts, source_frame="EM", target_frame="T")
+    src = cl.as_image(np.zeros((400, 400), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
+    dst = cl.as_image(np.zeros((300, 300), np.uint8), pixel_size=0.012, origin=(STAGE + 0.5, STAGE + 0.2), modality="T")
+    assert _position_error(tps, src, dst, seed=1).max() < 0.05
+
+
+def test_entirely_outside_warns_and_fills():
+    src = source(np.uint8)
+    far = T.Translation([1000.0, 0.0], source_frame="EM", target_frame="TGT")
+    with pytest.warns(UserWarning, match="maps the whole output grid outside the source image.*direction"):
+        out = cl.warp(src, far, like=target(), fill=7)
+    assert out.dtype == np.uint8 and np.all(out.values == 7)
+    assert len(dict(out.data.dask)) == out.data.npartitions  # the source is not even in the graph
+
+
+def test_grid_and_default_chunks():
+    src = source(np.uint8)
+    tf = T.Identity(source_frame="EM", target_frame="G")
+    xs = float(src.x[10]) + SRC_PX * np.arange(50)
+    ys = float(src.y[20]) + SRC_PX * np.arange(40)
+    out = cl.warp(src, tf, grid={"y": ys, "x": xs})
+    assert out.clem.frame == "G" and out.data.chunks == ((40,), (50,))
+    np.testing.assert_array_equal(out.values, src.values[20:60, 10:60])
+    # a strongly shrinking warp gets smaller default chunks (footprints stay bounded)
+    big = cl.as_image(np.zeros((300, 300), np.uint8), pixel_size=SRC_PX * 100, origin=(STAGE, STAGE), modality="G")
+    shrink = cl.warp(src, tf, like=big)
+    assert shrink.data.chunks[0][0] == 8192 // 100
+
+
+def test_bad_input_messages():
+    src, dst = source(np.uint8), target()
+    tf = T.Identity(source_frame="EM", target_frame="TGT")
+    with pytest.raises(ImageError, match="either like= or grid="):
+        cl.warp(src, tf, like=dst, grid={"y": [0, 1], "x": [0, 1]})
+    with pytest.raises(ImageError, match=r"grid\['x'\] must hold at least 2 uniformly"):
+        cl.warp(src, tf, grid={"y": [0.0, 1.0], "x": [0.0, 5.0, 6.0]})
+    with pytest.raises(ImageError, match="grid must be a dict"):
+        cl.warp(src, tf, grid=[1, 2])
+    with pytest.raises(ImageError, match="needs the transform"):
+        cl.warp(src, grid={"y": [0.0, 1.0], "x": [0.0, 1.0]})
+    with pytest.raises(ImageError, match="chunks has entries for \\['q'\\]"):
+        cl.warp(src, tf, like=dst, chunks={"q": 3})
+    with pytest.raises(ImageError, match="fill must be a number"):
+        cl.warp(src, tf, like=dst, fill="black")
+    with pytest.raises(ImageError, match="order must be an integer 0-5"):
+        cl.warp(src, tf, like=dst, order=7)
+
+
+def test_correlate_frames_and_levels_read_one_level():
+    em_data = texture((256, 256), 4).astype(np.uint8)
+    counting = CountingArray(em_data)
+    em = cl.as_image(da.from_array(counting, chunks=64), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
+    coarse = cl.as_image(em_data.reshape(64, 4, 64, 4).mean(axis=(1, 3)).astype(np.uint8), pixel_size=0.04,
+                         origin=(STAGE + 0.015, STAGE + 0.015), modality="EM")
+    tree = xr.DataTree.from_dict({"scale0": xr.Dataset({"image": em}), "scale2": xr.Dataset({"image": coarse})})
+    lm = cl.as_image(texture((40, 40), 5).astype(np.uint16)[None], pixel_size=0.08, origin=(STAGE, STAGE),
+                     channels=["GFP"], modality="LM")
+    c = np.array([STAGE + 1.3, STAGE + 1.3])
+    tf = T.Translation(-c).then(T.Rigid(0.05, [0.1, -0.1])).then(T.Translation(c)).with_frames("LM", "EM")
+    counting.reads.clear()  # dask's meta probe at from_array time
+    with pytest.raises(ImageError, match="levels \\['scale0', 'scale2'\\]; level=1"):
+        cl.correlate(tree, lm, tf, level=1)
+    corr = cl.correlate(tree, lm, tf, level=2)
+    assert corr["EM"].shape == (64, 64) and corr.attrs["frame"] == "EM"
+    corr.compute()
+    assert counting.reads == []  # scale0 never touched
+    # frame="LM": EM warped onto the LM grid, from the coarsest level still finer than LM
+    corr_lm = cl.correlate(tree, lm, tf, frame="LM")
+    assert corr_lm["EM"].dims == ("y", "x") and corr_lm["EM"].shape == (40, 40)
+    assert corr_lm["EM"].clem.frame == "LM" and corr_lm["LM"].dims == ("c", "y", "x")
+    corr_lm.compute()
+    assert counting.reads == []
+    ref = cl.warp(coarse, tf.inverse, like=lm.isel(c=0)).values
+    np.testing.assert_array_equal(corr_lm["EM"].values, ref)
+    with pytest.raises(ImageError, match="frame must be 'EM' or 'LM'"):
+        cl.correlate(em, lm, tf, frame="stage")
