@@ -253,6 +253,7 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
         raise RegistrationError(f"fle must be a positive number of µm, got {fle!r}")
     lms = landmarks.copy()
     src, dst = lms.src(), lms.dst()
+    _check_duplicates(lms)
     outliers: list[str] = []
     if robust:
         names = np.array(lms.names)[lms.active]
@@ -282,6 +283,20 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
                 loo[i] = float(np.linalg.norm(part(src[i]) - dst[i]))
     return Registration(tf, lms, _model_name(cls, options), loo_errors=loo, options=options,
                         fle=fle, n_bootstrap=n_bootstrap, seed=seed, outliers=outliers)
+
+
+def _check_duplicates(lms: Landmarks) -> None:
+    """Refuse pairs that repeat a source or target position (a double click, usually)."""
+    names = np.array(lms.names)[lms.active]
+    for side, pts in (("source", lms.src()), ("target", lms.dst())):
+        _, first, counts = np.unique(pts, axis=0, return_index=True, return_counts=True)
+        if np.any(counts > 1):
+            dup = pts[first[counts > 1][0]]
+            same = names[np.all(pts == dup, axis=1)].tolist()
+            raise RegistrationError(
+                f"landmark pairs {same} have the same {side} position {dup.tolist()} µm; "
+                "remove the duplicate (or deactivate it) before fitting"
+            )
 
 
 def _noise_variance(lms: Landmarks, tf, src, dst, fle) -> np.ndarray | None:
@@ -626,8 +641,17 @@ class Registration:
         at the pair's source point. About 1 for a well-behaved pair (RMS over pairs).
         Uses the left-out error, not the in-fit residual, which flatters.
         """
-        k = self._src.shape[1]
-        expected = k * self._var + self.predicted_error(self._src) ** 2 if len(self._src) else np.zeros(0)
+        from scipy.stats import chi2
+
+        n, k = self._src.shape
+        if n == 0:
+            return np.zeros(0)
+        var = self._var
+        if self.fle_source == "residuals" and k * n > self.n_params:
+            # an outlier inflates the residual-based estimate and hides itself: use a robust one
+            robust = np.median(self.residuals**2) / chi2.ppf(0.5, k) * k * n / (k * n - self.n_params)
+            var = np.full(n, min(robust, var[0]))
+        expected = k * var + self.predicted_error(self._src) ** 2 * var / self._var
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.loo_errors / np.sqrt(expected)
 
