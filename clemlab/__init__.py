@@ -27,6 +27,7 @@ _EXPORTS = {
     "check_image": "image",
     "open_image": "io",
     "write_ome_tiff": "io",
+    "write_ome_zarr": "io",
     "Identity": "transforms",
     "Translation": "transforms",
     "Rigid": "transforms",

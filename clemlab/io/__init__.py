@@ -38,6 +38,7 @@ __all__ = [
     "open_image",
     "open_multiscale",
     "write_ome_tiff",
+    "write_ome_zarr",
     "LAZY_THRESHOLD_BYTES",
     "detect_format",
 ]
@@ -383,6 +384,12 @@ def open_image(
     from ..errors import ClemlabError, FileFormatError, MissingPixelSizeError, UnitError
     from ..image import unit_to_um
 
+    from . import zarr as zarr_io
+
+    if isinstance(path, (str, os.PathLike)) and zarr_io.is_ome_zarr(path):  # lazy, level 0
+        raw = zarr_io.read_ome_zarr(path, chunks=chunks)
+        return finish(raw, path, pixel_size=pixel_size, units=units, origin=origin, channels=channels,
+                      modality=modality, frame=frame)
     p = _check_path(path)
     try:
         unit_to_um(units)  # unknown unit: UnitError listing the known units, before any reading
@@ -426,7 +433,7 @@ def open_image(
 
 
 def open_multiscale(path: str | os.PathLike, **kwargs: Any) -> Any:
-    """Open every resolution level of a (pyramidal) TIFF as a multiscale ``xarray.DataTree``.
+    """Open every resolution level of a (pyramidal) TIFF or an OME-Zarr as a multiscale ``xarray.DataTree``.
 
     Parameters
     ----------
@@ -444,9 +451,18 @@ def open_multiscale(path: str | os.PathLike, **kwargs: Any) -> Any:
         ``scale0`` (a level downsampled by ``f`` has pixel size ``f * s0`` and its first
         pixel centre at ``origin0 + (f - 1) / 2 * s0``).
     """
-    from . import tiff
+    from . import tiff, zarr as zarr_io
 
+    if zarr_io.is_ome_zarr(path):
+        return zarr_io.open_multiscale(path, **kwargs)
     return tiff.open_multiscale(path, **kwargs)
+
+
+def write_ome_zarr(image: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write a multiscale OME-Zarr (NGFF 0.4), streamed and atomic; see :func:`clemlab.io.zarr.write_ome_zarr`."""
+    from . import zarr as zarr_io
+
+    return zarr_io.write_ome_zarr(image, path, **kwargs)
 
 
 def write_ome_tiff(image: xr.DataArray, path: str | os.PathLike, **kwargs: Any) -> Path:

@@ -1,0 +1,355 @@
+"""OME-Zarr (NGFF 0.4): streaming multiscale writer and lazy reader.
+
+Layout written by :func:`write_ome_zarr` (zarr format 2, ``/`` chunk keys, as NGFF 0.4 asks)::
+
+    name.ome.zarr/
+        .zgroup, .zattrs      multiscales (axes with units, scale + translation per level),
+                              omero (channel labels, colours), clemlab (frame, transforms, ...)
+        0/ 1/ 2/ ...          levels; level k downsampled by f_k in y and x (block mean)
+
+Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
+``origin0 + (f_k - 1) / 2 * s0``: the convention of :func:`clemlab.io.open_multiscale`
+(NGFF puts pixel centres at ``scale * index + translation``). z and c are never downsampled.
+Zarr chunks equal the dask chunks written, level by level; the whole pyramid is computed in one
+streamed pass (``dask.array.store``) into a temporary folder beside ``path`` that is renamed
+into place at the end, so a reader never sees a half-written pyramid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FileFormatError, ImageError
+
+__all__ = ["write_ome_zarr", "read_ome_zarr", "open_multiscale", "is_ome_zarr", "NGFF_VERSION"]
+
+#: The NGFF version written.
+NGFF_VERSION = "0.4"
+_AXIS_TYPES = {"c": "channel", "z": "space", "y": "space", "x": "space"}
+_NGFF_UNIT = "micrometer"
+_DEFAULT_CHUNK = 1024
+
+
+def _fmt(path: Any) -> str:
+    return f"'{os.fspath(path)}'"
+
+
+def is_ome_zarr(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder that looks like a zarr group (v2 or v3)."""
+    p = Path(path)
+    return p.is_dir() and any((p / n).exists() for n in (".zgroup", ".zattrs", "zarr.json"))
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------
+def _as_writable_image(obj: Any):
+    import xarray as xr
+
+    from ..image import check_image
+
+    if isinstance(obj, xr.Dataset):
+        from ..warp import stack_channels
+
+        if not {"EM", "LM"} <= set(obj.data_vars):
+            raise ImageError("a Dataset to write must come from clemlab.correlate (variables 'EM' and 'LM')")
+        img = stack_channels(obj)
+        img.attrs["clem:transform_lm_to_em"] = obj.attrs.get("clem:transform_lm_to_em")
+        return img
+    return check_image(obj, "image")
+
+
+def _default_factors(shape_yx: tuple[int, int], chunk: int) -> list[int]:
+    factors, f = [], 2
+    while max(shape_yx) / (f // 2) > chunk and min(shape_yx) // f >= 1:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def _downsample(arr, dims: tuple[str, ...], r: int):
+    """Block mean by ``r`` over y and x (trailing partial blocks dropped), same dtype."""
+    import dask.array as da
+
+    axes = {dims.index(d): r for d in ("y", "x")}
+    sl = tuple(slice(0, (n // r) * r) if i in axes else slice(None) for i, n in enumerate(arr.shape))
+    arr = arr[sl]
+    arr = arr.rechunk({i: max(r, (c[0] // r) * r) for i, c in ((i, arr.chunks[i]) for i in axes)})
+    dtype = arr.dtype
+    out = da.coarsen(np.mean, arr.astype(np.float64) if dtype.kind in "iub" else arr, axes, trim_excess=True)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        out = da.clip(da.rint(out), info.min, info.max)
+    return out.astype(dtype)
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    except ValueError as exc:
+        raise ImageError(f"attrs must hold plain JSON-able values to be written to OME-Zarr ({exc})") from None
+
+
+def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequence[int] | None = None,
+                   chunks: int | Sequence[int] | None = None, overwrite: bool = False) -> Path:
+    """Write an image (or a correlated Dataset) as a multiscale OME-Zarr, streamed with dask.
+
+    Parameters
+    ----------
+    image : xarray.DataArray or xarray.Dataset
+        A clemlab image, dims ``([c,] [z,] y, x)``, numpy- or dask-backed (never loaded whole),
+        or the Dataset of :func:`clemlab.correlate` (written as channels ``EM`` + LM channels).
+    path : str or os.PathLike
+        Folder to create (conventionally ``*.ome.zarr``).
+    scale_factors : sequence of int, optional
+        Downsampling factor of each level after the first, relative to full resolution,
+        increasing, each a multiple of the previous (e.g. ``(2, 4, 8)``). Default: powers of 2
+        until the image fits in one chunk. Only y and x are downsampled.
+    chunks : int or sequence of int, optional
+        Zarr (= dask) chunk side for the spatial dims (a sequence in array order). Default:
+        the input's dask chunks, else 1024 px; channels are chunked one by one.
+    overwrite : bool
+        Replace an existing ``path``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    FileFormatError
+        ``path`` exists (and not ``overwrite``) or its folder is not writable.
+    ImageError
+        Bad ``scale_factors``/``chunks`` or attrs that are not JSON-able.
+    """
+    import dask.array as da
+    import zarr
+
+    img = _as_writable_image(image)
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileFormatError(f"{_fmt(p)} exists; pass overwrite=True to replace it or choose another path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileFormatError(f"cannot write {_fmt(p)}: folder {_fmt(parent)} does not exist; create it first")
+    dims = tuple(img.dims)
+    sdims = img.clem.spatial_dims
+    shape_yx = (img.sizes["y"], img.sizes["x"])
+    data = img.data if isinstance(img.data, da.Array) else da.from_array(img.data, chunks=-1, name=False)
+    if chunks is None:
+        if isinstance(img.data, da.Array):
+            csize = {d: data.chunks[dims.index(d)][0] for d in sdims}
+        else:
+            csize = {d: _DEFAULT_CHUNK for d in sdims}
+    else:
+        vals = [chunks] * len(sdims) if np.ndim(chunks) == 0 else list(chunks)
+        if len(vals) != len(sdims) or not all(isinstance(v, (int, np.integer)) and v > 0 for v in vals):
+            raise ImageError(f"chunks must be a positive int or one per spatial dim {sdims}, got {chunks!r}")
+        csize = dict(zip(sdims, (int(v) for v in vals)))
+    factors = list(scale_factors) if scale_factors is not None else _default_factors(shape_yx, max(csize["y"], csize["x"]))
+    prev = 1
+    for f in factors:
+        if not isinstance(f, (int, np.integer)) or f <= prev or f % prev or min(shape_yx) // f < 1:
+            raise ImageError(
+                f"scale_factors must be increasing integers, each a multiple of the previous and "
+                f"at most the image size {shape_yx}, e.g. (2, 4, 8); got {list(factors)}"
+            )
+        prev = f
+    size0, org0 = img.clem.pixel_size, img.clem.origin
+    attrs = _jsonable(dict(img.attrs))
+
+    levels, paths = [], []
+    cur, cur_f = data, 1
+    for k, f in enumerate([1] + factors):
+        if f > 1:
+            cur = _downsample(cur, dims, f // cur_f)
+            cur_f = f
+        zchunks = tuple(1 if d == "c" else min(csize[d], cur.shape[i]) for i, d in enumerate(dims))
+        levels.append(cur.rechunk(zchunks))
+        paths.append(str(k))
+
+    def transforms_for(f: int) -> list[dict]:
+        scale = [1.0 if d == "c" else size0[d] * (f if d in ("y", "x") else 1) for d in dims]
+        trans = [0.0 if d == "c" else org0[d] + ((f - 1) / 2 * size0[d] if d in ("y", "x") else 0.0) for d in dims]
+        return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": trans}]
+
+    multiscale = {
+        "version": NGFF_VERSION,
+        "name": str(img.name or attrs.get("modality") or "image"),
+        "axes": [{"name": d, "type": _AXIS_TYPES[d], **({"unit": _NGFF_UNIT} if d != "c" else {})} for d in dims],
+        "datasets": [{"path": pth, "coordinateTransformations": transforms_for(f)}
+                     for pth, f in zip(paths, [1] + factors)],
+        "type": "mean",
+        "metadata": {"method": "block mean over y and x (dask.array.coarsen)", "writer": "clemlab"},
+    }
+    group_attrs: dict[str, Any] = {"multiscales": [multiscale], "clemlab": {"version": 1, "attrs": attrs}}
+    if "c" in dims:
+        info = np.iinfo(img.dtype) if img.dtype.kind in "iu" else None
+        lo, hi = (float(info.min), float(info.max)) if info else (0.0, 1.0)
+        colors = attrs.get("colors") or {}
+        group_attrs["omero"] = {"version": NGFF_VERSION, "channels": [
+            {"label": str(c), "color": str(colors.get(str(c), "#FFFFFF")).lstrip("#").upper()[:6],
+             "active": True, "window": {"min": lo, "max": hi, "start": lo, "end": hi}}
+            for c in img.coords["c"].values]}
+
+    tmp = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        try:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        except OSError as exc:
+            raise FileFormatError(f"cannot write {_fmt(p)}: {exc}") from None
+        targets = []
+        for pth, lev in zip(paths, levels):
+            targets.append(group.create_array(
+                pth, shape=lev.shape, dtype=lev.dtype, chunks=tuple(c[0] for c in lev.chunks),
+                chunk_key_encoding={"name": "v2", "separator": "/"}, fill_value=0, overwrite=True,
+            ))
+        group.attrs.update(group_attrs)
+        da.store(levels, targets, lock=False, compute=True)
+        if p.exists():  # overwrite: swap in the new folder, then drop the old one
+            old = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(p, old)
+            os.replace(tmp, p)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return p
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+def _multiscales(path: Path) -> tuple[Any, dict, dict]:
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several kinds for non-groups
+        raise FileFormatError(f"{_fmt(path)} is a folder but not a zarr group ({exc}); OME-Zarr folders "
+                              "hold .zgroup/.zattrs (zarr v2) or zarr.json (v3)") from None
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"
+    ms = ome.get("multiscales")
+    if not ms:
+        raise FileFormatError(
+            f"{_fmt(path)} is a zarr group without OME-Zarr 'multiscales' metadata, so its axes and "
+            "pixel size are unknown; open the array with zarr/dask and build the image with "
+            "clemlab.as_image(data, pixel_size=...)"
+        )
+    return group, ms[0], attrs
+
+
+def _level_geometry(ms: dict, k: int, path: Path) -> tuple[tuple[str, ...], dict, dict]:
+    from ..image import unit_to_um
+
+    axes = ms.get("axes") or []
+    names = tuple(a["name"] if isinstance(a, dict) else str(a) for a in axes)
+    if not names or not set(names) <= {"c", "z", "y", "x"}:
+        raise FileFormatError(f"{_fmt(path)}: OME-Zarr axes {list(names)} are not a subset of (c, z, y, x); "
+                              "time series and other axes are not supported")
+    scale = [1.0] * len(names)
+    trans = [0.0] * len(names)
+    # pixel centre = scale * index + translation; dataset-level transforms first, then the
+    # multiscale-level ones
+    for group in (ms["datasets"][k].get("coordinateTransformations") or [], ms.get("coordinateTransformations") or []):
+        for t in group:
+            if t.get("type") == "scale":
+                scale = [a * b for a, b in zip(scale, t["scale"])]
+                trans = [a * b for a, b in zip(trans, t["scale"])]
+            elif t.get("type") == "translation":
+                trans = [a + b for a, b in zip(trans, t["translation"])]
+    sizes, origins = {}, {}
+    for i, a in enumerate(axes):
+        d = names[i]
+        if d == "c":
+            continue
+        unit = a.get("unit", "micrometer") if isinstance(a, dict) else "micrometer"
+        f = unit_to_um(unit)
+        sizes[d], origins[d] = scale[i] * f, trans[i] * f
+    return names, sizes, origins
+
+
+def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None):
+    """Read one level of an OME-Zarr image lazily as a :class:`clemlab.io.RawImage`.
+
+    Used by :func:`clemlab.io.open_image` (which applies the user's overrides).
+    """
+    import dask.array as da
+
+    from . import RawImage
+
+    p = Path(path)
+    group, ms, attrs = _multiscales(p)
+    datasets = ms.get("datasets") or []
+    if not 0 <= level < len(datasets):
+        raise FileFormatError(f"{_fmt(p)} has {len(datasets)} levels; level={level} does not exist")
+    dims, sizes, origins = _level_geometry(ms, level, p)
+    arr = group[datasets[level]["path"]]
+    data = da.from_zarr(arr, chunks=chunks if chunks is not None else arr.chunks)
+    clem = (attrs.get("clemlab") or {}).get("attrs") or {}
+    channels = None
+    if "c" in dims:
+        omero = (attrs.get("ome", attrs).get("omero") or {}).get("channels") or []
+        labels = [ch.get("label") for ch in omero]
+        if len(labels) == data.shape[dims.index("c")] and all(labels):
+            channels = [str(x) for x in labels]
+    extra = {k: v for k, v in clem.items() if k not in ("modality", "frame", "colors", "source")}
+    return RawImage(data=data, dims=dims, pixel_size=sizes, origin=origins, channels=channels,
+                    colors=clem.get("colors"), modality=clem.get("modality"), frame=clem.get("frame"),
+                    attrs=extra)
+
+
+def open_multiscale(path: str | os.PathLike, **kwargs: Any):
+    """Every level of an OME-Zarr image as an ``xarray.DataTree`` (``scale0``, ``scale1``, ...).
+
+    Parameters
+    ----------
+    path : path-like
+        OME-Zarr folder.
+    **kwargs
+        As :func:`clemlab.io.open_image` (``modality=``, ``frame=``, ``channels=``, ``chunks=``);
+        ``pixel_size=``/``origin=`` override level 0 and scale to the others.
+
+    Returns
+    -------
+    xarray.DataTree
+        Child ``scale{k}`` holds a Dataset with the variable ``"image"`` (lazy), in the same
+        physical frame as ``scale0``.
+    """
+    import xarray as xr
+
+    from . import finish
+
+    p = Path(path)
+    _, ms, _ = _multiscales(p)
+    chunks = kwargs.pop("chunks", None)
+    tree = {}
+    base = None
+    for k in range(len(ms["datasets"])):
+        raw = read_ome_zarr(p, level=k, chunks=chunks)
+        kw = dict(kwargs)
+        if base is not None and ("pixel_size" in kw or "origin" in kw):
+            # scale the user's level-0 overrides with this level's factor
+            f = {d: raw.pixel_size[d] / base.pixel_size[d] for d in raw.pixel_size}
+            img0 = tree["scale0"]["image"]
+            kw["pixel_size"] = {d: img0.clem.pixel_size[d] * f[d] for d in f}
+            kw["origin"] = {d: img0.clem.origin[d] + (f[d] - 1) / 2 * img0.clem.pixel_size[d] for d in f}
+            kw["units"] = "µm"
+        img = finish(raw, p, **kw)
+        if base is None:
+            base = raw
+        tree[f"scale{k}"] = xr.Dataset({"image": img})
+    return xr.DataTree.from_dict(tree)
