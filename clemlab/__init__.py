@@ -28,6 +28,9 @@ _EXPORTS = {
     "open_image": "io",
     "write_ome_tiff": "io",
     "write_ome_zarr": "io",
+    "open_montage": "mosaic",
+    "mosaic_from_tiles": "mosaic",
+    "refine_positions": "mosaic",
     "Identity": "transforms",
     "Translation": "transforms",
     "Rigid": "transforms",
@@ -41,6 +44,9 @@ _EXPORTS = {
     "Registration": "registration",
     "warp": "warp",
     "correlate": "warp",
+    "detect_fiducials": "fiducials",
+    "match_fiducials": "fiducials",
+    "FiducialMatch": "fiducials",
     "synthetic_clem": "datasets",
     "plot_overlay": "viz",
     "LandmarkPicker": "widgets",
@@ -67,7 +73,7 @@ from . import warp as _warp_module  # noqa: E402,F401
 from .warp import correlate, warp  # noqa: E402,F401
 
 
-_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz", "widgets"}
+_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz", "widgets", "mosaic"}
 
 
 def __getattr__(name: str):

@@ -574,3 +574,342 @@ def _table(rows, img, plan, sdims, psize, drange, polarity) -> pd.DataFrame:
                      "diameter_um": [float(drange[0]), float(drange[1])],
                      "frame": img.clem.frame})
     return df
+
+
+# ---------------------------------------------------------------------------------------
+# public: matching
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FiducialMatch:
+    """Result of :func:`match_fiducials`.
+
+    Attributes
+    ----------
+    landmarks : Landmarks
+        The matched pairs only (inliers), source -> target, µm, with ``sigma_src`` /
+        ``sigma_dst`` when the inputs were detection tables with a ``sigma`` column; pair
+        names ``"F<src row>-<dst row>"``.
+    registration : Registration
+        ``register(landmarks, model=...)`` on those pairs.
+    src_index, dst_index : numpy.ndarray of int, shape (K,)
+        Row numbers (positions) of the pairs in ``src`` and ``dst``.
+    src_inlier, dst_inlier : numpy.ndarray of bool
+        Per input row: True when that point was matched.
+    n_inliers : int
+        K.
+    mirrored : bool
+        True when the match needed a reflection (``det < 0``).
+    expected_by_chance : float
+        Number of coincidental matches expected for random point sets of these densities.
+    """
+
+    landmarks: Any
+    registration: Any
+    src_index: np.ndarray
+    dst_index: np.ndarray
+    src_inlier: np.ndarray
+    dst_inlier: np.ndarray
+    n_inliers: int
+    mirrored: bool
+    expected_by_chance: float
+
+    @property
+    def transform(self):
+        """The fitted transform (``registration.transform``)."""
+        return self.registration.transform
+
+    def __repr__(self) -> str:
+        return (f"FiducialMatch({self.n_inliers} pairs of {len(self.src_inlier)} source / "
+                f"{len(self.dst_inlier)} target points, {self.registration.model}, "
+                f"RMS residual {self.registration.rms * 1e3:.1f} nm, mirrored={self.mirrored})")
+
+
+def _points_and_sigma(obj: Any, name: str):
+    """(N, D) points and optional (N,) sigma from a detection table or an array."""
+    if isinstance(obj, pd.DataFrame):
+        cols = [c for c in ("x", "y", "z") if c in obj.columns]
+        if cols[:2] != ["x", "y"]:
+            raise LandmarkError(f"{name}: a table needs columns 'x' and 'y' (µm), got {list(obj.columns)}")
+        pts = obj[cols].to_numpy(dtype=np.float64)
+        sig = obj["sigma"].to_numpy(dtype=np.float64) if "sigma" in obj.columns else None
+    else:
+        try:
+            pts = np.asarray(obj, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise LandmarkError(f"{name} must be an (N, 2) array of points in µm or a detection table") from None
+        sig = None
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise LandmarkError(f"{name} must have shape (N, 2), columns (x, y) in µm, got {pts.shape} "
+                            "(automatic matching is 2-D)")
+    if not np.all(np.isfinite(pts)):
+        raise LandmarkError(f"{name} contains NaN or infinite coordinates; drop those rows")
+    return pts, sig
+
+
+def _triangles(pts: np.ndarray, k: int):
+    """Triangles of each point with pairs of its k nearest neighbours.
+
+    Returns vertex indices (T, 3) ordered by increasing opposite side, invariants (T, 2)
+    = (shortest / longest, middle / longest side) and orientation (+1/-1)."""
+    n = len(pts)
+    k = min(k, n - 1)
+    _, nn = cKDTree(pts).query(pts, k + 1)
+    nn = nn[:, 1:]
+    a, b = np.triu_indices(k, 1)
+    tri = np.c_[np.repeat(np.arange(n), len(a)), nn[:, a].ravel(), nn[:, b].ravel()]
+    tri = np.unique(np.sort(tri, axis=1), axis=0)
+    p = pts[tri]  # (T, 3, 2)
+    opp = np.stack([np.linalg.norm(p[:, 1] - p[:, 2], axis=1), np.linalg.norm(p[:, 0] - p[:, 2], axis=1),
+                    np.linalg.norm(p[:, 0] - p[:, 1], axis=1)], axis=1)
+    order = np.argsort(opp, axis=1)
+    tri = np.take_along_axis(tri, order, axis=1)
+    s = np.take_along_axis(opp, order, axis=1)
+    longest = np.maximum(s[:, 2], 1e-300)
+    inv = np.c_[s[:, 0] / longest, s[:, 1] / longest]
+    # side ordering must be stable under noise, and the triangle not degenerate
+    good = ((s[:, 1] - s[:, 0]) > 0.03 * longest) & ((s[:, 2] - s[:, 1]) > 0.03 * longest) & (inv[:, 0] > 0.15)
+    q = pts[tri[good]]
+    cross = ((q[:, 1, 0] - q[:, 0, 0]) * (q[:, 2, 1] - q[:, 0, 1])
+             - (q[:, 1, 1] - q[:, 0, 1]) * (q[:, 2, 0] - q[:, 0, 0]))
+    return tri[good], inv[good], np.sign(cross)
+
+
+def _similarity_c(zs, zd):
+    """Least-squares complex similarity ``zd ~ a zs + b`` per row of (H, K) complex arrays."""
+    ms, md = zs.mean(axis=1, keepdims=True), zd.mean(axis=1, keepdims=True)
+    xs, xd = zs - ms, zd - md
+    a = np.sum(xd * np.conj(xs), axis=1) / np.maximum(np.sum(np.abs(xs) ** 2, axis=1), 1e-300)
+    b = md[:, 0] - a * ms[:, 0]
+    return a, b
+
+
+def _mutual_pairs(mapped, dst_tree, tol):
+    """Mutual nearest neighbours closer than tol: (src idx, dst idx, distance)."""
+    d, j = dst_tree.query(mapped, distance_upper_bound=tol)
+    ok = np.isfinite(d)
+    si, dj, dd = np.flatnonzero(ok), j[ok], d[ok]
+    if si.size == 0:
+        return si, dj, dd
+    order = np.lexsort((dd, dj))  # for each dst keep the closest src
+    si, dj, dd = si[order], dj[order], dd[order]
+    first = np.r_[True, dj[1:] != dj[:-1]]
+    return si[first], dj[first], dd[first]
+
+
+def match_fiducials(
+    src: Any,
+    dst: Any,
+    model: str = "similarity",
+    allow_mirror: bool = True,
+    scale_range: tuple[float, float] = (0.1, 10.0),
+    *,
+    tolerance: float | None = None,
+    min_inliers: int = 5,
+    neighbours: int = 8,
+    descriptor_tolerance: float = 0.02,
+    source_frame: str = "LM",
+    target_frame: str = "EM",
+) -> FiducialMatch:
+    """Pair two sets of fiducials without knowing the transform between their frames.
+
+    The frames may differ by any translation and rotation, a scale within ``scale_range``
+    and (``allow_mirror``) a reflection; either side may have points the other lacks and
+    positions carry localisation noise. Triangles formed by each point and pairs of its
+    nearest neighbours are described by two similarity- and mirror-invariant side ratios;
+    triangles with matching invariants propose similarity hypotheses, which vote in
+    (mirror, scale, rotation) space. The best-supported hypotheses are verified by counting
+    mutually nearest points within ``tolerance``; the winner is refined iteratively on its
+    inliers (with ``model`` once enough pairs exist) and the final inliers are those within
+    3.5 robust standard deviations of the fit.
+
+    Parameters
+    ----------
+    src, dst : pandas.DataFrame or array_like, shape (N, 2) / (M, 2)
+        Points in µm, columns ``(x, y)``, in their own frames; typically the tables of
+        :func:`detect_fiducials` (their ``sigma`` column becomes the landmarks'
+        uncertainties). Positions in the result refer to rows of these.
+    model : {"similarity", "rigid", "affine"}
+        Model of the final registration (hypotheses are always similarities).
+    allow_mirror : bool
+        Accept matches that need a reflection (LM images are often mirrored).
+    scale_range : (float, float)
+        Allowed scale of the ``src -> dst`` map relative to the µm coordinates of both
+        (1 = nominal pixel sizes correct).
+    tolerance : float, optional
+        Distance (µm, in the ``dst`` frame) within which a mapped point counts as matched
+        during verification. Default: 0.15 x the median nearest-neighbour distance in ``dst``.
+    min_inliers : int
+        Fewest pairs accepted as a match.
+    neighbours : int
+        Nearest neighbours per point used to form triangles.
+    descriptor_tolerance : float
+        How far two triangles' side ratios may differ and still propose a hypothesis; raise
+        it (e.g. 0.05) when the frames differ by a noticeably non-similar (affine) map.
+    source_frame, target_frame : str
+        Frame names recorded in the landmarks.
+
+    Returns
+    -------
+    FiducialMatch
+        ``.landmarks`` (matched pairs only), ``.registration``, ``.src_inlier`` /
+        ``.dst_inlier`` flags per input row, ``.n_inliers``.
+
+    Raises
+    ------
+    RegistrationError
+        "no consistent match: ..." when no transform maps at least ``min_inliers`` points
+        onto partners clearly beyond chance, or when two different transforms explain the
+        data equally well.
+    LandmarkError
+        Bad inputs (wrong shape, NaN, fewer than 3 points).
+
+    Examples
+    --------
+    >>> import numpy as np, clemlab as cl
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.uniform(0, 50, (40, 2))
+    >>> tf = cl.Similarity(scale=2.0, rotation=1.0, translation=(5, -3))
+    >>> m = cl.match_fiducials(a, tf(a[5:])[::-1])
+    >>> m.n_inliers, round(m.transform.scale, 3)
+    (35, 2.0)
+    """
+    from .landmarks import Landmarks
+    from .registration import register
+
+    s_pts, s_sig = _points_and_sigma(src, "src")
+    d_pts, d_sig = _points_and_sigma(dst, "dst")
+    for name, pts in (("src", s_pts), ("dst", d_pts)):
+        if len(pts) < 3:
+            raise LandmarkError(f"{name} has {len(pts)} points; matching needs at least 3 on each side "
+                                f"(and at least min_inliers={min_inliers} in common)")
+    if model not in ("similarity", "rigid", "affine"):
+        raise RegistrationError(f"model must be 'similarity', 'rigid' or 'affine', got {model!r}")
+    try:
+        smin, smax = (float(v) for v in scale_range)
+    except (TypeError, ValueError):
+        raise RegistrationError(f"scale_range must be (min, max), got {scale_range!r}") from None
+    if not (0 < smin <= smax and math.isfinite(smax)):
+        raise RegistrationError(f"scale_range must satisfy 0 < min <= max, got {scale_range!r}")
+    if isinstance(min_inliers, bool) or not isinstance(min_inliers, numbers.Integral) or min_inliers < 3:
+        raise RegistrationError(f"min_inliers must be an integer >= 3, got {min_inliers!r}")
+    d_tree = cKDTree(d_pts)
+    nn_d = float(np.median(d_tree.query(d_pts, 2)[0][:, 1]))
+    tol = 0.15 * nn_d if tolerance is None else _number(tolerance, "tolerance")
+    area = float(np.prod(np.ptp(d_pts, axis=0) + nn_d))
+    fail = "no consistent match: "
+
+    # -- hypotheses from triangle invariants --------------------------------------------
+    ts, inv_s, or_s = _triangles(s_pts, neighbours)
+    td, inv_d, or_d = _triangles(d_pts, neighbours)
+    if len(ts) == 0 or len(td) == 0:
+        raise RegistrationError(fail + "the points form no usable triangles (too few, or collinear)")
+    pairs = cKDTree(inv_s).sparse_distance_matrix(cKDTree(inv_d), descriptor_tolerance,
+                                                  output_type="ndarray")
+    hs, hd = pairs["i"].astype(int), pairs["j"].astype(int)
+    mirror = or_s[hs] != or_d[hd]
+    if not allow_mirror:
+        hs, hd, mirror = hs[~mirror], hd[~mirror], mirror[~mirror]
+    zs_all = s_pts[:, 0] + 1j * s_pts[:, 1]
+    zd_all = d_pts[:, 0] + 1j * d_pts[:, 1]
+    zs = zs_all[ts[hs]]
+    zs = np.where(mirror[:, None], np.conj(zs), zs)
+    a, b = _similarity_c(zs, zd_all[td[hd]])
+    scale = np.abs(a)
+    ok = (scale >= smin) & (scale <= smax)
+    a, b, mirror = a[ok], b[ok], mirror[ok]
+    if len(a) == 0:
+        raise RegistrationError(fail + f"no pair of similar triangles within scale_range={scale_range}; "
+                                "check the point sets overlap and the scale range")
+    # votes in (mirror, log scale, rotation): histogram bins, two grids offset by half a bin
+    ls = np.log(np.abs(a)) / 0.05
+    ang = (np.angle(a) + np.pi) / 0.05
+    nang = int(math.ceil(2 * np.pi / 0.05))
+    votes = np.zeros(len(a), np.int64)
+    for off in (0.0, 0.5):
+        key = ((np.floor(ls + off).astype(np.int64) + 10_000) * (nang + 1)
+               + np.floor(ang + off).astype(np.int64) % nang) * 2 + mirror
+        _, inv_k, counts = np.unique(key, return_inverse=True, return_counts=True)
+        votes = np.maximum(votes, counts[inv_k])
+    order = np.argsort(-votes, kind="stable")[:60]
+
+    def apply(a_, b_, m_, pts):
+        z = pts[:, 0] + 1j * pts[:, 1]
+        z = np.conj(z) if m_ else z
+        w = a_ * z + b_
+        return np.c_[w.real, w.imag]
+
+    # -- verification: inlier counts of the best-voted hypotheses ------------------------
+    scored = []
+    for h in order:
+        si, dj, _ = _mutual_pairs(apply(a[h], b[h], mirror[h], s_pts), d_tree, tol)
+        scored.append((len(si), h))
+    scored.sort(key=lambda t: -t[0])
+    best_n, best_h = scored[0]
+    if best_n < 3:
+        raise RegistrationError(fail + f"no transform maps 3 or more src points onto dst points "
+                                f"(tolerance {tol:.3g} µm); too few common points?")
+
+    # -- refinement on inliers -------------------------------------------------------------
+    def refine(h):
+        mapped = apply(a[h], b[h], mirror[h], s_pts)
+        tf = None
+        prev = None
+        for _ in range(10):
+            si, dj, _ = _mutual_pairs(mapped, d_tree, tol)
+            key = (tuple(si), tuple(dj))
+            if key == prev or len(si) < 3:
+                break
+            prev = key
+            use_affine = model == "affine" and len(si) >= 6
+            cls = _tf.Affine if use_affine else (_tf.Rigid if model == "rigid" else _tf.Similarity)
+            opts = {} if use_affine else {"allow_reflection": bool(mirror[h])}
+            est = cls.from_estimate(s_pts[si], d_pts[dj], **opts)
+            if not est:
+                break
+            tf = est
+            mapped = tf(s_pts)
+        return tf, mapped
+
+    tf, mapped = refine(best_h)
+    if tf is None:
+        raise RegistrationError(fail + "the best hypothesis could not be refined (degenerate inliers)")
+    si, dj, dd = _mutual_pairs(mapped, d_tree, tol)
+    # final gate: 3.5 robust standard deviations (2-D residual norms: median = 1.177 sigma)
+    sig_r = float(np.median(dd)) / 1.1774 if len(dd) else 0.0
+    gate = min(tol, max(3.5 * sig_r, 1e-9))
+    keep = dd <= gate
+    si, dj = si[keep], dj[keep]
+    # ambiguity: a different transform with nearly as much support
+    for n_alt, h in scored[1:]:
+        if n_alt < max(0.8 * len(si), min_inliers):
+            break
+        alt = apply(a[h], b[h], mirror[h], s_pts[si])
+        if np.median(np.linalg.norm(alt - d_pts[dj], axis=1)) > tol:
+            raise RegistrationError(fail + f"two different transforms each match about {len(si)} points; "
+                                    "the layout is ambiguous (regular grid?) - add points or restrict "
+                                    "scale_range / allow_mirror")
+    # significance: coincidences expected for random sets of these densities
+    in_field = np.all((mapped >= d_pts.min(axis=0) - nn_d / 2) & (mapped <= d_pts.max(axis=0) + nn_d / 2),
+                      axis=1).sum()
+    expected = float(in_field) * math.pi * tol**2 * len(d_pts) / max(area, 1e-300)
+    need = max(min_inliers, int(math.ceil(expected + 5 * math.sqrt(expected) + 3)))
+    if len(si) < need:
+        raise RegistrationError(fail + f"the best transform pairs only {len(si)} points (needs {need}; "
+                                f"{expected:.1f} expected by chance); too few common points - detect more "
+                                "fiducials, lower min_inliers or check the images overlap")
+    order = np.argsort(si)
+    si, dj = si[order], dj[order]
+    names = [f"F{i}-{j}" for i, j in zip(si, dj)]
+    lms = Landmarks.from_points(
+        s_pts[si], d_pts[dj], names=names,
+        sigma_src=None if s_sig is None else s_sig[si],
+        sigma_dst=None if d_sig is None else d_sig[dj],
+        source_frame=source_frame, target_frame=target_frame)
+    is_mirror = bool(np.linalg.det(tf.linear) < 0)
+    opts = {"allow_reflection": True} if (model != "affine" and is_mirror) else {}
+    reg = register(lms, model=model, **opts)
+    s_in = np.zeros(len(s_pts), bool)
+    s_in[si] = True
+    d_in = np.zeros(len(d_pts), bool)
+    d_in[dj] = True
+    return FiducialMatch(lms, reg, si, dj, s_in, d_in, int(len(si)), is_mirror, expected)

@@ -14,7 +14,7 @@ import clemlab as cl
 from clemlab._localize import crlb_gaussian, model_and_jacobian
 from clemlab.datasets import synthetic_clem_small
 from clemlab.errors import ImageError, RegistrationError
-from clemlab.fiducials import detect_fiducials
+from clemlab.fiducials import FiducialMatch, detect_fiducials, match_fiducials
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,73 @@ def test_detect_bad_arguments():
         detect_fiducials(d.em, polarity="dark", gain=2)
     with pytest.raises(ImageError, match="min_snr must be a finite number"):
         detect_fiducials(d.em, min_snr="high")
+
+
+# ----------------------------------------------------------------------------- matching
+def _trial(seed, n=200, mirror=None):
+    rng = np.random.default_rng(seed)
+    lm = rng.uniform(0, 200, (n, 2))
+    mirror = bool(rng.random() < 0.5) if mirror is None else mirror
+    tf = cl.Similarity(scale=rng.uniform(0.5, 2), rotation=rng.uniform(0, 2 * np.pi),
+                       translation=rng.uniform(-50, 50, 2))
+    flip = np.diag([-1.0, 1.0]) if mirror else np.eye(2)
+    k = int(rng.uniform(0.6, 0.8) * n)
+    seen = rng.permutation(n)[:k]
+    em_true = tf(lm[seen] @ flip.T)
+    spurious = rng.uniform(em_true.min(0), em_true.max(0), (int(rng.uniform(0.2, 0.4) * k), 2))
+    em = np.vstack([em_true, spurious])
+    perm = rng.permutation(len(em))
+    em = em[perm]
+    where = np.argsort(perm)  # row of em holding em_true[q] is where[q]
+    truth = {int(seen[q]): int(where[q]) for q in range(k)}
+    return (lm + rng.normal(0, 0.02, lm.shape), em + rng.normal(0, 0.02, em.shape), truth, mirror, tf)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_match_unknown_similarity_mirror_and_extras(seed):
+    lm, em, truth, mirror, tf = _trial(seed)
+    m = match_fiducials(lm, em)
+    assert isinstance(m, FiducialMatch)
+    assert all(truth.get(int(i)) == int(j) for i, j in zip(m.src_index, m.dst_index))
+    assert m.n_inliers >= 0.97 * len(truth)
+    assert m.mirrored == mirror
+    assert m.transform.scale == pytest.approx(tf.scale, rel=1e-3)
+    assert m.src_inlier.sum() == m.dst_inlier.sum() == m.n_inliers == len(m.landmarks)
+    np.testing.assert_allclose(m.landmarks.src(), lm[m.src_index])
+
+
+def test_match_detection_tables_on_synthetic_sample(sample):
+    p = sample.params
+    lm = detect_fiducials(sample.lm.sel(c="beads"), diameter=(0.2, 0.5),
+                          gain=p["gain_adu_per_e"], offset=p["offset_adu"])
+    em = detect_fiducials(sample.em, polarity="dark", diameter=(0.1, 0.3))
+    m = match_fiducials(lm, em, model="affine")
+    assert m.n_inliers == len(sample.fiducials_em)
+    truth = sample.transform(lm[["x", "y"]].to_numpy()[m.src_index])
+    assert np.abs(truth - em[["x", "y"]].to_numpy()[m.dst_index]).max() < 0.03
+    assert m.landmarks.has_sigma
+    err = np.linalg.norm(m.registration.map_points(sample.targets_lm) - sample.targets_em, axis=1)
+    assert err.max() < 0.02  # µm
+
+
+def test_match_without_mirror_refuses_mirrored_sets():
+    lm, em, _, _, _ = _trial(5, mirror=True)
+    with pytest.raises(RegistrationError, match="no consistent match"):
+        match_fiducials(lm, em, allow_mirror=False)
+
+
+def test_match_unrelated_sets_say_no_match():
+    rng = np.random.default_rng(7)
+    with pytest.raises(RegistrationError, match="no consistent match"):
+        match_fiducials(rng.uniform(0, 100, (80, 2)), rng.uniform(0, 100, (80, 2)))
+
+
+def test_match_bad_input_messages():
+    with pytest.raises(cl.LandmarkError, match="src has 2 points; matching needs at least 3"):
+        match_fiducials(np.zeros((2, 2)), np.ones((10, 2)))
+    with pytest.raises(cl.LandmarkError, match=r"dst must have shape \(N, 2\)"):
+        match_fiducials(np.zeros((5, 2)), np.ones((10, 3)))
+    with pytest.raises(cl.LandmarkError, match="NaN"):
+        match_fiducials(np.full((5, 2), np.nan), np.ones((10, 2)))
+    with pytest.raises(RegistrationError, match="scale_range must satisfy"):
+        match_fiducials(np.random.default_rng(0).random((9, 2)), np.ones((10, 2)), scale_range=(2, 1))
