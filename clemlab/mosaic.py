@@ -1,0 +1,558 @@
+"""EM tiles + stage positions -> one lazy mosaic in physical coordinates, and its pyramid.
+
+- :func:`mosaic_from_tiles`: tiles (numpy/dask arrays) at (sub-)pixel positions -> a lazy
+  DataArray; overlaps blended by linear feathering (weight = distance to the tile edge + 1,
+  per axis, multiplied). One dask task per output chunk, depending only on the tiles under it.
+- :func:`mosaic_multiscale`: the same mosaic as a multiscale ``xarray.DataTree``; level ``k``
+  assembles tiles block-mean-downsampled by ``2**k``, so a view at a coarse level reads only
+  the tiles under the view and never builds the full-resolution mosaic.
+- :func:`refine_positions`: tile offsets measured by phase correlation in the overlaps, then
+  a global least-squares layout, with per-pair residuals.
+- :func:`open_montage`: SerialEM montages (MRC stack + ``.mdoc`` with ``PieceCoordinates`` /
+  ``AlignedPieceCoords(VS)`` and ``PixelSpacing`` in Å).
+
+Positions are ``(N, 2)`` arrays in ``(x, y)`` order (the point convention), in pixels of the
+full-resolution mosaic: the position of each tile's first pixel centre.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import transforms as _tf
+from .errors import FileFormatError, ImageError
+from .image import as_image
+
+__all__ = ["mosaic_from_tiles", "mosaic_multiscale", "refine_positions", "open_montage", "read_mdoc",
+           "multiscale", "Montage"]
+
+_DEFAULT_CHUNK = 2048
+
+
+# ---------------------------------------------------------------------------------------
+# assembly
+# ---------------------------------------------------------------------------------------
+def _feather(u: np.ndarray, n: int) -> np.ndarray:
+    """Linear feathering weight along one axis for tile coordinates ``u`` (tile of ``n`` px)."""
+    w = np.minimum(u, n - 1 - u) + 1.0
+    return np.where((u >= 0) & (u <= n - 1), w, 0.0).astype(np.float32)
+
+
+def _blend_task(tiles: list, offsets: list, shape: tuple[int, int], dtype: Any, fill: float) -> np.ndarray:
+    """Blend the tiles overlapping one output chunk; ``offsets[i]`` = tile origin (row, col) in chunk px."""
+    import cv2
+
+    acc = np.zeros(shape, np.float32)
+    wsum = np.zeros(shape, np.float32)
+    for tile, (r0, c0) in zip(tiles, offsets):
+        tile = np.asarray(tile)
+        ny, nx = tile.shape
+        if float(r0).is_integer() and float(c0).is_integer():
+            r0, c0 = int(r0), int(c0)
+            a0, a1 = max(0, r0), min(shape[0], r0 + ny)
+            b0, b1 = max(0, c0), min(shape[1], c0 + nx)
+            if a1 <= a0 or b1 <= b0:
+                continue
+            vals = tile[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0].astype(np.float32)
+            sl = (slice(a0, a1), slice(b0, b1))
+            u_r, u_c = np.arange(a0, a1) - r0, np.arange(b0, b1) - c0
+        else:  # sub-pixel placement: bilinear resampling of the tile (OpenCV)
+            m = np.array([[1.0, 0.0, -c0], [0.0, 1.0, -r0]])
+            src = tile if tile.dtype in (np.uint8, np.uint16, np.float32) else tile.astype(np.float32)
+            vals = cv2.warpAffine(src, m, (shape[1], shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+            sl = (slice(None), slice(None))
+            u_r, u_c = np.arange(shape[0]) - r0, np.arange(shape[1]) - c0
+        w = _feather(u_r, ny)[:, None] * _feather(u_c, nx)[None, :]
+        acc[sl] += w * vals
+        wsum[sl] += w
+    out = np.full(shape, fill, np.float32)
+    np.divide(acc, wsum, out=out, where=wsum > 0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(dtype)
+    return out.astype(dtype)
+
+
+def _as_tile_arrays(tiles: Any) -> list:
+    import dask.array as da
+
+    if isinstance(tiles, (np.ndarray, da.Array)) and tiles.ndim == 3:
+        tiles = [tiles[i] for i in range(tiles.shape[0])]
+    out = []
+    for i, t in enumerate(tiles):
+        if isinstance(t, xr.DataArray):
+            t = t.data
+        if not hasattr(t, "shape") or len(t.shape) != 2:
+            raise ImageError(f"tile {i} must be a 2-D array (y, x), got {type(t).__name__} of shape {getattr(t, 'shape', None)}")
+        if not isinstance(t, da.Array):
+            t = da.from_array(np.asarray(t), chunks=-1, name=False)
+        elif t.numblocks != (1, 1):
+            t = t.rechunk(-1)
+        out.append(t)
+    if not out:
+        raise ImageError("tiles is empty; give at least one 2-D tile")
+    return out
+
+
+def _check_positions(positions: Any, n: int) -> np.ndarray:
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape != (n, 2) or not np.all(np.isfinite(pos)):
+        raise ImageError(f"positions must be a finite (N, 2) array of (x, y) pixel positions, one per tile "
+                         f"({n} tiles), got shape {np.shape(positions)}")
+    return pos
+
+
+def _assemble(tiles: list, pos_rc: np.ndarray, shape: tuple[int, int], chunks: int, dtype: Any, fill: float,
+              token: str):
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    out_chunks = da.core.normalize_chunks((chunks, chunks), shape)
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in out_chunks]
+    sizes = np.array([t.shape for t in tiles], dtype=np.float64)
+    name = f"clemlab-mosaic-{token}"
+    layer, deps = {}, []
+    used = set()
+    for bi, bj in itertools.product(range(len(out_chunks[0])), range(len(out_chunks[1]))):
+        r0, c0 = int(starts[0][bi]), int(starts[1][bj])
+        h, w = out_chunks[0][bi], out_chunks[1][bj]
+        lo, hi = pos_rc, pos_rc + sizes - 1
+        hit = np.flatnonzero((hi[:, 0] > r0 - 1) & (lo[:, 0] < r0 + h) & (hi[:, 1] > c0 - 1) & (lo[:, 1] < c0 + w))
+        keys = [(tiles[i].name, 0, 0) for i in hit]
+        offs = [(float(pos_rc[i, 0] - r0), float(pos_rc[i, 1] - c0)) for i in hit]
+        used.update(int(i) for i in hit)
+        layer[(name, bi, bj)] = (_blend_task, keys, offs, (h, w), dtype, fill)
+    deps = [tiles[i] for i in sorted(used)]
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
+    return da.Array(graph, name, out_chunks, dtype=dtype)
+
+
+def _layout(tiles: list, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Tile origins (row, col) relative to the mosaic's first pixel, that pixel (x, y), and the shape."""
+    pos_rc = _tf.xy_to_rc(positions)
+    sizes = np.array([t.shape for t in tiles], dtype=np.float64)
+    first = np.floor(pos_rc.min(axis=0))
+    rel = pos_rc - first
+    shape = tuple(int(math.ceil(v)) for v in (rel + sizes).max(axis=0))
+    return rel, _tf.rc_to_xy(first), shape
+
+
+def mosaic_from_tiles(tiles: Any, positions: Any, pixel_size: float = 1.0, *, units: str = "µm",
+                      origin: Any = None, chunks: int = _DEFAULT_CHUNK, fill: float = 0,
+                      modality: str = "EM", frame: str | None = None) -> xr.DataArray:
+    """Assemble tiles into one lazy mosaic, overlaps blended by linear feathering.
+
+    Parameters
+    ----------
+    tiles : sequence of 2-D arrays, or a 3-D array (N, y, x)
+        numpy, dask or DataArray tiles (read only when the chunks over them are computed).
+    positions : array_like, shape (N, 2)
+        ``(x, y)`` position of each tile's first pixel centre, in full-resolution pixels;
+        fractional positions are resampled bilinearly.
+    pixel_size : float
+        Pixel size in ``units``.
+    units : str
+        Unit of ``pixel_size`` and ``origin``.
+    origin : (y, x), optional
+        Physical position of the mosaic pixel at position (0, 0); default 0.
+    chunks : int
+        Output chunk side (px).
+    fill : float
+        Value where no tile lies.
+
+    Returns
+    -------
+    xarray.DataArray
+        dims ``(y, x)``, the tiles' dtype, coords in µm, dask-backed (one task per chunk).
+        ``attrs["clem:tile_positions"]`` holds the positions used.
+    """
+    import dask.base
+
+    arrs = _as_tile_arrays(tiles)
+    pos = _check_positions(positions, len(arrs))
+    rel, first_xy, shape = _layout(arrs, pos)
+    dtype = np.result_type(*[a.dtype for a in arrs])
+    token = dask.base.tokenize([a.name for a in arrs], pos, chunks, fill)
+    data = _assemble(arrs, rel, shape, chunks, dtype, fill, token)
+    img = _image(data, pixel_size, units, origin, first_xy, modality, frame)
+    img.attrs["clem:tile_positions"] = pos.tolist()
+    return img
+
+
+def _image(data, pixel_size, units, origin, first_xy, modality, frame, factor=1):
+    from .image import unit_to_um
+
+    s = float(pixel_size) * unit_to_um(units)
+    o = np.zeros(2) if origin is None else np.asarray(origin, np.float64) * unit_to_um(units)  # (y, x)
+    first_rc = _tf.xy_to_rc(first_xy)
+    org = {d: o[i] + first_rc[i] * s + (factor - 1) / 2 * s for i, d in enumerate(("y", "x"))}
+    return as_image(data, pixel_size=s * factor, origin=org, modality=modality, frame=frame)
+
+
+def _tile_level(tile: np.ndarray, f: int) -> np.ndarray:
+    """Block mean of a tile by ``f`` (trailing partial blocks dropped), float32."""
+    t = np.asarray(tile)
+    ny, nx = (t.shape[0] // f) * f, (t.shape[1] // f) * f
+    return t[:ny, :nx].reshape(ny // f, f, nx // f, f).mean(axis=(1, 3), dtype=np.float32)
+
+
+def mosaic_multiscale(tiles: Any, positions: Any, pixel_size: float = 1.0, *, levels: int | None = None,
+                      units: str = "µm", origin: Any = None, chunks: int = _DEFAULT_CHUNK, fill: float = 0,
+                      modality: str = "EM", frame: str | None = None) -> xr.DataTree:
+    """The mosaic of :func:`mosaic_from_tiles` as a lazy multiscale ``xarray.DataTree``.
+
+    Level ``k`` (child ``scale{k}``) assembles the tiles downsampled by ``f = 2**k`` (block mean)
+    at positions ``positions / f``: pixel size ``f * s0``, first pixel centre at
+    ``origin0 + (f - 1) / 2 * s0``. Computing part of a level reads only the tiles under it.
+
+    Parameters
+    ----------
+    levels : int, optional
+        Number of levels; default until the mosaic fits in about one chunk.
+    Other parameters
+        As :func:`mosaic_from_tiles`.
+
+    Returns
+    -------
+    xarray.DataTree
+        Children ``scale0`` ... each a Dataset with variable ``"image"``.
+    """
+    import dask.base
+
+    arrs = _as_tile_arrays(tiles)
+    pos = _check_positions(positions, len(arrs))
+    rel, first_xy, shape = _layout(arrs, pos)
+    dtype = np.result_type(*[a.dtype for a in arrs])
+    if levels is None:
+        levels = 1 + max(0, int(math.ceil(math.log2(max(shape) / chunks)))) if max(shape) > chunks else 1
+    tree = {}
+    for k in range(levels):
+        f = 2**k
+        if k == 0:
+            lv = arrs
+        else:
+            lv = [t.map_blocks(_tile_level, f, dtype=np.float32, chunks=(t.shape[0] // f, t.shape[1] // f))
+                  for t in arrs]
+        if min(min(t.shape) for t in lv) < 1:
+            break
+        lshape = tuple(int(math.ceil(n / f)) for n in shape)
+        token = dask.base.tokenize([a.name for a in lv], pos, chunks, fill, f)
+        data = _assemble(lv, rel / f, lshape, chunks, dtype, fill, token)
+        img = _image(data, pixel_size, units, origin, first_xy, modality, frame, factor=f)
+        tree[f"scale{k}"] = xr.Dataset({"image": img})
+    return xr.DataTree.from_dict(tree)
+
+
+def multiscale(image: xr.DataArray, levels: int = 3) -> xr.DataTree:
+    """A lazy block-mean pyramid ``scale0 .. scale{levels-1}`` of one image (factors 2**k, y and x)."""
+    from .image import check_image
+
+    image = check_image(image, "image")
+    tree = {"scale0": xr.Dataset({"image": image})}
+    s, o = image.clem.pixel_size, image.clem.origin
+    for k in range(1, levels):
+        f = 2**k
+        if min(image.sizes["y"], image.sizes["x"]) // f < 1:
+            break
+        lv = image.coarsen(y=f, x=f, boundary="trim").mean()
+        lv = lv.astype(image.dtype) if image.dtype.kind == "f" else lv.round().astype(image.dtype)
+        img = as_image(lv.data, pixel_size={d: s[d] * f if d in "yx" else s[d] for d in s},
+                       origin={d: o[d] + (f - 1) / 2 * s[d] if d in "yx" else o[d] for d in o},
+                       dims=image.dims, channels=list(image.c.values) if "c" in image.dims else None,
+                       attrs=dict(image.attrs))
+        tree[f"scale{k}"] = xr.Dataset({"image": img})
+    return xr.DataTree.from_dict(tree)
+
+
+# ---------------------------------------------------------------------------------------
+# refinement
+# ---------------------------------------------------------------------------------------
+def refine_positions(tiles: Any, positions: Any, *, min_overlap: int = 16, upsample: int = 20,
+                     max_shift: float | None = None):
+    """Refine tile positions: phase correlation in every overlap, then global least squares.
+
+    Parameters
+    ----------
+    tiles : sequence of 2-D arrays or (N, y, x) array
+        As :func:`mosaic_from_tiles`. Only the overlap strips are read.
+    positions : array_like, shape (N, 2)
+        Nominal ``(x, y)`` pixel positions (stage / piece coordinates).
+    min_overlap : int
+        Pairs overlapping by fewer pixels (either axis) are ignored.
+    upsample : int
+        Sub-pixel precision of the correlation is ``1 / upsample`` px.
+    max_shift : float, optional
+        Pair measurements deviating from the nominal layout by more than this (px) are
+        dropped; default half the smaller overlap of the pair.
+
+    Returns
+    -------
+    positions : numpy.ndarray, shape (N, 2)
+        Refined ``(x, y)`` positions (the mean correction is zero: the layout keeps its place).
+    report : pandas.DataFrame
+        One row per pair: ``i, j, dx, dy`` (measured offset of ``j`` relative to its nominal
+        position, minus that of ``i``), ``residual_px`` after the fit, ``used``.
+    """
+    import dask
+    import pandas as pd
+    from skimage.registration import phase_cross_correlation
+
+    arrs = _as_tile_arrays(tiles)
+    pos = _check_positions(positions, len(arrs))
+    n = len(arrs)
+    p = np.rint(_tf.xy_to_rc(pos)).astype(int)
+    sizes = np.array([a.shape for a in arrs])
+    pairs, strips = [], []
+    for i, j in itertools.combinations(range(n), 2):
+        lo = np.maximum(p[i], p[j])
+        hi = np.minimum(p[i] + sizes[i], p[j] + sizes[j])
+        if np.any(hi - lo < min_overlap):
+            continue
+        a = arrs[i][lo[0] - p[i, 0] : hi[0] - p[i, 0], lo[1] - p[i, 1] : hi[1] - p[i, 1]]
+        b = arrs[j][lo[0] - p[j, 0] : hi[0] - p[j, 0], lo[1] - p[j, 1] : hi[1] - p[j, 1]]
+        pairs.append((i, j, float(np.min(hi - lo))))
+        strips.append((a, b))
+    if not pairs:
+        raise ImageError(f"no two tiles overlap by at least min_overlap={min_overlap} px at the given positions; "
+                         "check the positions (x, y in pixels) or lower min_overlap")
+    strips = dask.compute(*strips)
+    meas = []
+    for (i, j, ov), (a, b) in zip(pairs, strips):
+        shift, _, _ = phase_cross_correlation(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                              upsample_factor=upsample, normalization=None)
+        meas.append(shift)  # (row, col): error of j minus error of i
+    meas = np.asarray(meas)
+    limit = np.array([max_shift if max_shift is not None else ov / 2 for _, _, ov in pairs])
+    used = np.linalg.norm(meas, axis=1) <= limit
+    d = np.zeros((n, 2))
+    for _ in range(2):  # fit, drop outliers (> 3 px from the fit), refit
+        a_mat = np.zeros((int(used.sum()) + 1, n))
+        rows = [k for k in range(len(pairs)) if used[k]]
+        for r, k in enumerate(rows):
+            a_mat[r, pairs[k][1]] += 1
+            a_mat[r, pairs[k][0]] -= 1
+        a_mat[-1] = 1.0  # gauge: mean correction zero
+        rhs = np.vstack([meas[rows], np.zeros((1, 2))])
+        d, *_ = np.linalg.lstsq(a_mat, rhs, rcond=None)
+        pred = np.array([d[j] - d[i] for i, j, _ in pairs])
+        res = np.linalg.norm(pred - meas, axis=1)
+        keep = used & (res <= 3.0)
+        if keep.sum() == used.sum() or keep.sum() == 0:
+            break
+        used = keep
+    refined = pos + _tf.rc_to_xy(d)
+    report = pd.DataFrame({
+        "i": [i for i, _, _ in pairs], "j": [j for _, j, _ in pairs],
+        "dx": _tf.rc_to_xy(meas)[:, 0], "dy": _tf.rc_to_xy(meas)[:, 1],
+        "residual_px": res, "used": used,
+    })
+    return refined, report
+
+
+# ---------------------------------------------------------------------------------------
+# SerialEM montages
+# ---------------------------------------------------------------------------------------
+def read_mdoc(path: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """Parse a SerialEM ``.mdoc``: the global header and the sections in file order.
+
+    Returns
+    -------
+    header : dict
+        ``key -> value string`` of the lines before the first section.
+    sections : list of dict
+        Each ``{"_kind": "ZValue" | "MontSection" | ..., "_index": int, key: value string}``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as exc:
+        raise FileFormatError(f"cannot read mdoc '{p}': {exc.strerror}") from None
+    header: dict = {}
+    sections: list[dict] = []
+    cur = header
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"^\[(\w+)\s*=\s*(.*)\]$", line)
+        if m:
+            if m.group(1) == "T":
+                continue
+            cur = {"_kind": m.group(1), "_index": int(m.group(2)) if m.group(2).strip().lstrip("-").isdigit() else m.group(2)}
+            sections.append(cur)
+            continue
+        if "=" in line:
+            k, v = line.split("=", 1)
+            cur[k.strip()] = v.strip()
+    return header, sections
+
+
+def _nums(s: str) -> list[float]:
+    return [float(v) for v in s.split()]
+
+
+class Montage:
+    """Layout of a SerialEM montage read from its ``.mdoc`` (no pixels).
+
+    Attributes
+    ----------
+    pixel_size_um : float
+    tile_shape : (ny, nx)
+    z : numpy.ndarray (N,)        MRC section of each piece
+    piece_xy : numpy.ndarray (N, 2)   PieceCoordinates (x, y), px
+    aligned_xy : numpy.ndarray (N, 2) or None   AlignedPieceCoordsVS / AlignedPieceCoords
+    full_size : (nx, ny) or None  FullMontSize
+    frames : (nx, ny) or None     FullMontNumFrames
+    """
+
+    def __init__(self, mdoc: Path, section: int = 0):
+        header, sections = read_mdoc(mdoc)
+        self.path = mdoc
+        try:
+            self.pixel_size_um = float(header["PixelSpacing"]) * 1e-4  # Å -> µm
+            nx, ny = (int(v) for v in _nums(header["ImageSize"]))
+        except (KeyError, ValueError):
+            raise FileFormatError(f"'{mdoc}' has no PixelSpacing / ImageSize header: not a SerialEM image mdoc") from None
+        self.tile_shape = (ny, nx)
+        self.image_file = header.get("ImageFile")
+        pieces = [s for s in sections if s["_kind"] == "ZValue" and "PieceCoordinates" in s]
+        if not pieces:
+            raise FileFormatError(f"'{mdoc}' lists no montage pieces (no [ZValue] sections with PieceCoordinates)")
+        pc = np.array([_nums(s["PieceCoordinates"]) for s in pieces])
+        secs = sorted(set(pc[:, 2].astype(int)))
+        if section not in secs:
+            raise FileFormatError(f"'{mdoc}' has montage sections {secs}; section={section} is not one of them")
+        keep = pc[:, 2].astype(int) == section
+        pieces = [s for s, k in zip(pieces, keep) if k]
+        self.z = np.array([s["_index"] for s in pieces], dtype=int)
+        self.piece_xy = pc[keep, :2]
+        for key in ("AlignedPieceCoordsVS", "AlignedPieceCoords"):
+            if all(key in s for s in pieces):
+                self.aligned_xy = np.array([_nums(s[key])[:2] for s in pieces])
+                self.aligned_key = key
+                break
+        else:
+            self.aligned_xy, self.aligned_key = None, None
+        mont = [s for s in sections if s["_kind"] == "MontSection"]
+        m = mont[min(section, len(mont) - 1)] if mont else {}
+        self.full_size = tuple(int(v) for v in _nums(m["FullMontSize"])) if "FullMontSize" in m else None
+        self.frames = tuple(int(v) for v in _nums(m["FullMontNumFrames"])) if "FullMontNumFrames" in m else None
+
+    def missing_slots(self) -> list[tuple[int, int]]:
+        """Lattice slots (x, y) of FullMontNumFrames with no piece (skipped pieces), px."""
+        xs, ys = np.unique(self.piece_xy[:, 0]), np.unique(self.piece_xy[:, 1])
+        if self.frames and len(xs) > 1 and len(ys) > 1:
+            xs = xs[0] + np.arange(self.frames[0]) * np.min(np.diff(xs))
+            ys = ys[0] + np.arange(self.frames[1]) * np.min(np.diff(ys))
+        have = {(int(x), int(y)) for x, y in self.piece_xy}
+        return [(int(x), int(y)) for x in xs for y in ys if (int(x), int(y)) not in have]
+
+
+def _mrc_tiles(path: Path, montage: Montage):
+    import dask
+    import dask.array as da
+    import mrcfile
+
+    try:
+        with mrcfile.mmap(str(path), mode="r", permissive=True) as m:
+            shape, dtype = m.data.shape, m.data.dtype
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"cannot read the montage stack '{path}': {exc}") from None
+    nz = shape[0] if len(shape) == 3 else 1
+    if montage.z.max() >= nz:
+        raise FileFormatError(
+            f"'{montage.path}' lists {len(montage.z)} pieces up to section {montage.z.max()} but '{path}' holds "
+            f"only {nz} image(s); the stack is truncated or belongs to another montage"
+        )
+    if tuple(shape[-2:]) != montage.tile_shape:
+        raise FileFormatError(f"'{path}' holds {shape[-2:]} images but '{montage.path}' says ImageSize "
+                              f"{montage.tile_shape[::-1]} (x, y)")
+
+    def read(z):
+        with mrcfile.mmap(str(path), mode="r", permissive=True) as m:
+            return np.array(m.data[z] if m.data.ndim == 3 else m.data)
+
+    return [da.from_delayed(dask.delayed(read)(int(z)), shape=montage.tile_shape, dtype=dtype) for z in montage.z]
+
+
+def open_montage(path: str | os.PathLike, *, tiles: Any = None, positions: str = "aligned", section: int = 0,
+                 multiscale: bool = False, levels: int | None = None, chunks: int = _DEFAULT_CHUNK,
+                 refine: bool = False):
+    """Open a SerialEM montage as a lazy mosaic (or its pyramid) in physical coordinates.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The montage MRC stack (its ``<name>.mdoc`` beside it) or the ``.mdoc`` itself.
+    tiles : array (N_sections, ny, nx) or sequence, optional
+        Pixels to use instead of the MRC stack (indexed by the mdoc's ``ZValue``).
+    positions : {"aligned", "piece"}
+        ``AlignedPieceCoordsVS``/``AlignedPieceCoords`` (SerialEM's aligned layout, when
+        present) or the nominal ``PieceCoordinates``.
+    section : int
+        Montage section (third PieceCoordinates value) for files holding several.
+    multiscale : bool
+        Return the :func:`mosaic_multiscale` DataTree instead of one DataArray.
+    levels : int, optional
+        Pyramid levels (``multiscale=True``); default until the mosaic fits in one chunk.
+    chunks : int
+        Output chunk side (px).
+    refine : bool
+        Refine the positions by :func:`refine_positions` first (reads the overlaps).
+
+    Returns
+    -------
+    xarray.DataArray or xarray.DataTree
+        dims ``(y, x)``, coords in µm (pixel size from ``PixelSpacing``, Å), lazy. Attrs hold
+        ``clem:montage`` (pieces, positions source, FullMontSize, missing lattice slots).
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".mdoc":
+        mdoc = p
+        img_path = p.with_suffix("") if p.with_suffix("").suffix else None
+    else:
+        mdoc, img_path = Path(str(p) + ".mdoc"), p
+    if not mdoc.exists():
+        raise FileFormatError(f"no SerialEM mdoc for the montage: '{mdoc}' does not exist (it holds the piece positions)")
+    mont = Montage(mdoc, section)
+    if tiles is None:
+        if img_path is None or not img_path.exists():
+            raise FileFormatError(f"the montage stack '{img_path or mdoc.with_suffix('')}' named by '{mdoc}' does not "
+                                  "exist; keep the MRC beside its mdoc or pass tiles=")
+        arrs = _mrc_tiles(img_path, mont)
+    else:
+        n = len(tiles)
+        if mont.z.max() >= n:
+            raise FileFormatError(f"'{mdoc}' lists pieces up to section {mont.z.max()} but tiles= holds only {n}")
+        arrs = [tiles[int(z)] for z in mont.z]
+    if positions == "aligned" and mont.aligned_xy is not None:
+        xy, src = mont.aligned_xy, mont.aligned_key
+    elif positions in ("aligned", "piece"):
+        xy, src = mont.piece_xy, "PieceCoordinates"
+    else:
+        raise ImageError(f"positions must be 'aligned' or 'piece', got {positions!r}")
+    # SerialEM piece coordinates count y from the top of the montage in image rows; MRC rows are
+    # stored bottom-up, which mrcfile/SerialEM tiles already match, so (x, y) go straight in.
+    if refine:
+        xy, _ = refine_positions(arrs, xy)
+    if multiscale:
+        out = mosaic_multiscale(arrs, xy, mont.pixel_size_um, levels=levels, chunks=chunks, modality="EM")
+    else:
+        out = mosaic_from_tiles(arrs, xy, mont.pixel_size_um, chunks=chunks, modality="EM")
+    info = {"mdoc": str(mdoc), "pieces": int(len(mont.z)), "positions": src,
+            "full_size_xy": list(mont.full_size) if mont.full_size else None,
+            "frames_xy": list(mont.frames) if mont.frames else None,
+            "missing_slots_xy": [list(s) for s in mont.missing_slots()]}
+    if multiscale:
+        out = xr.DataTree.from_dict({k: xr.Dataset({"image": out[k]["image"].assign_attrs({"clem:montage": info})})
+                                     for k in out.children})
+    else:
+        out.attrs["clem:montage"] = info
+    return out
