@@ -456,6 +456,171 @@ class Landmarks:
             raise LandmarkError(f"landmarks file {p} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
         return cls.from_json_dict(doc, where=f"landmarks file {p}", **kwargs)
 
+    # -- interchange ----------------------------------------------------------------------
+    @classmethod
+    def from_bigwarp(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
+        """Read a BigWarp landmarks CSV (no header; ``name, active, moving x, y[, z], fixed x,
+        y[, z]``; 6 columns = 2-D, 8 = 3-D; physical units of the images).
+
+        The *moving* image is the source (e.g. LM), the *fixed* image the target (EM).
+        Unpaired landmarks (a half marked ``Infinity``) cannot be used for fitting: they are
+        skipped with a warning that names them.
+        """
+        import warnings
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileFormatError(f"BigWarp landmarks file {p} does not exist")
+        rows = [r for r in csv.reader(io.StringIO(p.read_text(encoding="utf-8"))) if any(c.strip() for c in r)]
+        if not rows:
+            raise LandmarkError(f"BigWarp landmarks file {p} is empty")
+        widths = {len(r) for r in rows}
+        if len(widths) != 1 or widths.pop() not in (6, 8):
+            raise LandmarkError(
+                f"BigWarp landmarks file {p}: every row needs 6 (2-D) or 8 (3-D) columns "
+                f"(name, active, moving x, y[, z], fixed x, y[, z]); got rows of {sorted({len(r) for r in rows})}"
+            )
+        d = (len(rows[0]) - 2) // 2
+        names, active, mov, fix, unpaired = [], [], [], [], []
+        for i, r in enumerate(rows):
+            try:
+                vals = [float(v) for v in r[2:]]
+            except ValueError:
+                raise LandmarkError(f"BigWarp landmarks file {p}: row {i + 1} has text where numbers belong: {r[2:]}") from None
+            if not all(np.isfinite(vals)):
+                unpaired.append(r[0])
+                continue
+            names.append(r[0])
+            active.append(_as_bool(r[1], f"BigWarp landmarks file {p}, row {i + 1}"))
+            mov.append(vals[:d])
+            fix.append(vals[d:])
+        if unpaired:
+            warnings.warn(f"{p}: skipped unpaired BigWarp landmarks {unpaired} (one half is Infinity)",
+                          UserWarning, stacklevel=2)
+        if not names:
+            raise LandmarkError(f"BigWarp landmarks file {p} holds no complete pair")
+        return cls.from_points(np.array(mov), np.array(fix), names=names, active=active, **kwargs)
+
+    def to_bigwarp(self, path: str | os.PathLike) -> Path:
+        """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically."""
+        buf = io.StringIO()
+        w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        src, dst = self.src(active_only=False), self.dst(active_only=False)
+        for name, act, s, t in zip(self.names, self.active, src, dst):
+            w.writerow([name, "true" if act else "false"] + [repr(float(v)) for v in (*s, *t)])
+        return atomic_write_text(path, buf.getvalue())
+
+    @classmethod
+    def from_table(cls, table: Any, columns: dict[str, str] | None = None, units: str = "µm",
+                   **kwargs) -> Landmarks:
+        """Landmarks from any table (DataFrame or CSV path) with a column mapping.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame or path-like
+            A CSV file is read with a header row.
+        columns : dict, optional
+            ``{clemlab column: table column}``, e.g. ``{"x_src": "X_LM", "y_src": "Y_LM",
+            "x_dst": "X_EM", "y_dst": "Y_EM"}``; unmapped clemlab columns are looked up by their
+            own names. ``name`` and ``active`` are optional.
+        units : str
+            Unit of the coordinates in the table (converted to µm).
+        """
+        from .image import unit_to_um
+
+        where = "landmarks table"
+        if not isinstance(table, pd.DataFrame):
+            p = Path(table)
+            if not p.is_file():
+                raise FileFormatError(f"landmarks table {p} does not exist")
+            where = f"landmarks table {p}"
+            table = pd.read_csv(p)
+        mapping = dict(columns or {})
+        unknown = set(mapping) - set(_columns(3, True))
+        if unknown:
+            raise LandmarkError(f"columns= maps unknown clemlab columns {sorted(unknown)}; use {_columns(3, True)}")
+        def col(name):
+            return mapping.get(name, name)
+        d = 3 if col("z_src") in table.columns else 2
+        need = [c for c in _columns(d, False)[2:] if col(c) not in table.columns]
+        if need:
+            raise LandmarkError(
+                f"{where} lacks the columns for {need} (looked for {[col(c) for c in need]}); "
+                f"it has {list(table.columns)}: pass columns={{'x_src': ..., ...}}"
+            )
+        factor = unit_to_um(units)
+        out = pd.DataFrame({
+            "name": table[col("name")].astype(str) if col("name") in table.columns else [f"P{i + 1}" for i in range(len(table))],
+            "active": table[col("active")] if col("active") in table.columns else True,
+        })
+        for c in _columns(d, False)[2:]:
+            try:
+                out[c] = pd.to_numeric(table[col(c)], errors="raise") * factor
+            except (ValueError, TypeError):
+                raise LandmarkError(f"{where}: column {col(c)!r} holds text where numbers belong") from None
+        try:
+            return cls(out, ndim=d, **kwargs)
+        except LandmarkError as exc:
+            raise LandmarkError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_ecclem(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
+        """Read the fiducial points of an ec-CLEM transformation XML file.
+
+        The format follows ec-CLEM's own writer (Icy plugin, ``XmlTransformationWriter``):
+        ``<transformation>`` elements, each with ``<dataset type="source"|"target" n dimension
+        pointType>`` holding ``<point id><coordinate dimension="0|1|2">`` values in µm (ec-CLEM
+        converts them to pixels by dividing by the pixel size). The last transformation in the
+        file is read; points pair by order.
+        """
+        import xml.etree.ElementTree as ET
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileFormatError(f"ec-CLEM file {p} does not exist")
+        try:
+            root = ET.parse(p).getroot()
+        except ET.ParseError as exc:
+            raise LandmarkError(f"ec-CLEM file {p} is not valid XML ({exc})") from None
+        trans = root.findall(".//transformation") or ([root] if root.tag == "transformation" else [])
+        if not trans:
+            raise LandmarkError(f"ec-CLEM file {p} has no <transformation> element")
+        sets = {}
+        for ds in trans[-1].findall("dataset"):
+            pts = []
+            for pt in ds.findall("point"):
+                coords = sorted(pt.findall("coordinate"), key=lambda c: int(c.get("dimension", 0)))
+                try:
+                    pts.append([float(c.text) for c in coords])
+                except (TypeError, ValueError):
+                    raise LandmarkError(f"ec-CLEM file {p}: a point has a non-numeric coordinate") from None
+            dim = int(ds.get("dimension", len(pts[0]) if pts else 2))
+            sets[ds.get("type")] = np.array([q[:dim] for q in pts], dtype=float).reshape(-1, dim)
+        if "source" not in sets or "target" not in sets:
+            raise LandmarkError(f"ec-CLEM file {p} needs a source and a target <dataset>")
+        src, dst = sets["source"], sets["target"]
+        if len(src) != len(dst):
+            raise LandmarkError(f"ec-CLEM file {p}: {len(src)} source but {len(dst)} target points")
+        if src.shape[1] == 3 and dst.shape[1] == 3 and np.all(src[:, 2] == 0) and np.all(dst[:, 2] == 0):
+            src, dst = src[:, :2], dst[:, :2]  # 2-D sets stored with z = 0
+        return cls.from_points(src, dst, **kwargs)
+
+    def to_ecclem(self, path: str | os.PathLike, transformation_type: str = "AFFINE") -> Path:
+        """Write the active pairs as an ec-CLEM transformation XML file (µm), atomically."""
+        import xml.etree.ElementTree as ET
+
+        root = ET.Element("root")
+        tr = ET.SubElement(root, "transformation", type=transformation_type, noiseModel="ISOTROPIC")
+        for kind, pts in (("source", self.src()), ("target", self.dst())):
+            ds = ET.SubElement(tr, "dataset", type=kind, n=str(len(pts)), dimension=str(self.ndim),
+                               pointType="FIDUCIAL")
+            for i, q in enumerate(pts):
+                pt = ET.SubElement(ds, "point", id=str(i))
+                for k, v in enumerate(q):
+                    ET.SubElement(pt, "coordinate", dimension=str(k)).text = repr(float(v))
+        ET.indent(root)
+        return atomic_write_text(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+
     @property
     def autosave(self) -> Path | None:
         """The autosave path, or None."""

@@ -1026,9 +1026,12 @@ class InverseTransform(Transform):
         A non-linear transform with ``jacobian``.
     """
 
-    def __init__(self, forward: _NonLinear):
+    def __init__(self, forward: _NonLinear, *, source_frame: str | None = None,
+                 target_frame: str | None = None):
         if not isinstance(forward, _NonLinear):
             raise TransformError(f"InverseTransform needs a non-linear transform, got {type(forward).__name__}")
+        if source_frame is not None or target_frame is not None:
+            forward = forward.with_frames(target_frame, source_frame)
         super().__init__(forward.ndim, forward.target_frame, forward.source_frame)
         self._forward = forward
         self._guess = forward._reverse_guess()
@@ -1068,7 +1071,8 @@ class InverseTransform(Transform):
 
     @classmethod
     def _from_params(cls, d):
-        return cls(transform_from_dict(d["forward"]))
+        return cls(transform_from_dict(d["forward"]), source_frame=d.get("source_frame"),
+                   target_frame=d.get("target_frame"))
 
 
 def _monomial_exponents(order: int) -> list[tuple[int, int]]:
@@ -1287,9 +1291,15 @@ class ThinPlateSpline(_NonLinear):
                    target_frame=d.get("target_frame"), _targets=d.get("targets"))
 
     @classmethod
-    def _estimate(cls, src, dst, w, smoothing: float = 0.0, **kwargs):
+    def _estimate(cls, src, dst, w, smoothing: float = 0.0, bigwarp: bool = False, **kwargs):
+        """``bigwarp=True``: parameterise as BigWarp does, with the exact spline built from
+        the target (fixed) landmarks to the source (moving) ones; the returned source ->
+        target map is its Newton inverse (an :class:`InverseTransform`)."""
         if kwargs:
             raise TypeError(f"unexpected options for ThinPlateSpline estimation: {sorted(kwargs)}")
+        if bigwarp:
+            back = cls._estimate(dst, src, w, smoothing=smoothing)
+            return InverseTransform(back) if back else back
         n, d = src.shape
         if not np.isfinite(smoothing) or smoothing < 0:
             raise TransformError(f"smoothing must be >= 0, got {smoothing!r}")
