@@ -1,8 +1,8 @@
 """The ``clemlab`` command.
 
 ``clemlab demo [--out DIR] [--seed N]`` runs the whole job on the bundled synthetic sample:
-make the LM/EM pair, take the true fiducial positions plus realistic localisation noise as
-landmarks, fit an affine transform, report the errors against the known ground truth and
+make the LM/EM pair, detect the fiducial beads in both images, match them automatically,
+fit an affine transform on the matches, report the errors against the known ground truth and
 write ``overlay.png``, ``transform.json``, ``landmarks.json`` and ``correlated.ome.tif``.
 
 ``clemlab register LANDMARKS [--model affine] [--out registration.json]`` fits a landmark
@@ -49,9 +49,8 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
 
     from . import _atomic
     from .datasets import synthetic_clem
+    from .fiducials import detect_fiducials, match_fiducials
     from .io import write_ome_tiff
-    from .landmarks import Landmarks
-    from .registration import register
     from .viz import plot_overlay
     from .warp import correlate, stack_channels
 
@@ -61,11 +60,16 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
     out.mkdir(parents=True, exist_ok=True)
 
     sample = synthetic_clem(seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    lm_pts = sample.fiducials_lm + rng.normal(0, DEMO_SIGMA_LM, sample.fiducials_lm.shape)
-    em_pts = sample.fiducials_em + rng.normal(0, DEMO_SIGMA_EM, sample.fiducials_em.shape)
-    landmarks = Landmarks.from_points(lm_pts, em_pts, sigma_src=DEMO_SIGMA_LM, sigma_dst=DEMO_SIGMA_EM)
-    reg = register(landmarks, model="affine")
+    # automatic path: detect beads in both images, match them, register on the matches
+    prm = sample.params
+    beads_lm = detect_fiducials(sample.lm.sel(c="beads"), polarity="bright", diameter=(0.2, 0.5),
+                                gain=prm["gain_adu_per_e"], offset=prm["offset_adu"])
+    beads_em = detect_fiducials(sample.em, polarity="dark", diameter=(0.1, 0.3))
+    match = match_fiducials(beads_lm, beads_em, model="affine")
+    landmarks = match.landmarks
+    reg = match.registration
+    sig_lm = float(np.median(beads_lm.sigma))
+    sig_em = float(np.median(beads_em.sigma))
 
     # error against ground truth at held-out points: the targets plus a grid over the EM field
     ext = sample.em.clem.extent
@@ -85,8 +89,9 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
     say(f"synthetic sample (seed {seed}): LM {dict(sample.lm.sizes)} at "
         f"{sample.lm.clem.pixel_size['x'] * 1e3:.0f} nm/px, EM {dict(sample.em.sizes)} at "
         f"{sample.em.clem.pixel_size['x'] * 1e3:.0f} nm/px")
-    say(f"landmarks: {len(landmarks)} fiducial pairs, localisation noise "
-        f"{DEMO_SIGMA_LM * 1e3:.0f} nm (LM) / {DEMO_SIGMA_EM * 1e3:.0f} nm (EM)")
+    say(f"detected {len(beads_lm)} beads in LM, {len(beads_em)} in EM; matched {len(landmarks)} pairs "
+        f"automatically (median localisation uncertainty {sig_lm * 1e3:.1f} nm LM / "
+        f"{sig_em * 1e3:.1f} nm EM)")
     say(f"affine fit: fiducial residual RMS {figures['fre_rms_nm']:.1f} nm, "
         f"leave-one-out RMS {figures['loo_rms_nm']:.1f} nm")
     say(f"error against ground truth at {len(held_em)} held-out points: "
