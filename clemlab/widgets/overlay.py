@@ -46,7 +46,7 @@ class OverlayViewer:
     ----------
     opacity_slider : ipywidgets.FloatSlider
     image_checksum : ipywidgets.Label
-        CRC-32 of the last rendered canvas: changes whenever the displayed overlay changes.
+        CRC-32 of the displayed EM and LM layers: changes whenever the overlay shown changes.
     """
 
     def __init__(self, corr_or_em: Any, lm: Any = None, registration: Any = None, *,
@@ -240,11 +240,14 @@ class OverlayViewer:
         self._scale_artists = [a for a in list(self.ax.patches) + list(self.ax.texts) if a not in before]
 
     def _render(self) -> None:
-        """Redraw now and report the canvas checksum (what the browser shows)."""
-        canvas = self.figure.canvas
-        canvas.draw()
-        self.image_checksum.value = f"image {checksum(np.asarray(canvas.buffer_rgba()))}"
-        canvas.draw_idle()
+        """Ask for a redraw and report the checksum of the two image layers shown.
+
+        (An explicit ``canvas.draw()`` here would hand ipympl a picture before the page has
+        the canvas, which the page then fails to draw; the layers are what changes anyway.)
+        """
+        layers = [np.asarray(v.artist.get_array(), dtype=np.float32) for v in (self._em_view, self._lm_view)]
+        self.image_checksum.value = f"image {checksum(np.concatenate([a.ravel() for a in layers]))}"
+        self.figure.canvas.draw_idle()
 
     def _save_clicked(self) -> None:
         try:
