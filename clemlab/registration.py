@@ -601,13 +601,17 @@ class Registration:
         return MappedPoints(self.transform(q), err, cov, ~_convex_hull_test(q, self._src))
 
     def error_map(self, like: Any, step: int | None = None, include_target_fle: bool = False):
-        """Predicted TRE on the grid of an image in the *source* frame, as a DataArray.
+        """Predicted TRE on the grid of an image, as a DataArray.
 
         Parameters
         ----------
         like : xarray.DataArray
             Image whose ``(y, x)`` grid (µm) is used; a coarser grid is taken every ``step``
-            pixels (default: about 100 points per side).
+            pixels (default: about 100 points per side). When the image is in the target
+            frame (its ``frame`` attr equals the landmarks' target frame, e.g. the EM image),
+            each grid point is mapped back to the source frame first, so the map shows the
+            error of the LM position drawn at that EM pixel; otherwise the grid is taken as
+            source-frame positions.
         step : int, optional
         include_target_fle : bool
             As for :meth:`predicted_error`.
@@ -625,7 +629,10 @@ class Registration:
         step = step or max(1, int(np.ceil(max(like.sizes["y"], like.sizes["x"]) / 100)))
         grid = like.isel(y=slice(None, None, step), x=slice(None, None, step))
         yy, xx = np.meshgrid(grid.y.values, grid.x.values, indexing="ij")
-        err = self.predicted_error(np.c_[xx.ravel(), yy.ravel()], include_target_fle=include_target_fle)
+        pts = np.c_[xx.ravel(), yy.ravel()]
+        if like.attrs.get("frame") is not None and like.attrs.get("frame") == self.landmarks.target_frame:
+            pts = self.transform.inverse(pts)
+        err = self.predicted_error(pts, include_target_fle=include_target_fle)
         import xarray as xr
 
         return xr.DataArray(err.reshape(xx.shape), dims=("y", "x"),

@@ -14,7 +14,7 @@ import xarray as xr
 
 from .image import check_image
 
-__all__ = ["plot_overlay", "stretch", "composite_rgb", "add_scale_bar"]
+__all__ = ["plot_overlay", "plot_residuals", "plot_error_map", "stretch", "composite_rgb", "add_scale_bar"]
 
 _DEFAULT_COLORS = ["#ff00ff", "#00ff00", "#00aaff", "#ffaa00", "#ff0000", "#ffffff"]
 
@@ -152,4 +152,95 @@ def plot_overlay(corr: xr.Dataset, channels: list[str] | None = None, alpha: flo
         ax.set_title(title)
     if scale_bar:
         add_scale_bar(ax, extent)
+    return fig
+
+
+def plot_residuals(reg, ax=None, scale: float | None = None, image=None):
+    """Quiver plot of the landmark residuals of a registration, in the target frame.
+
+    Parameters
+    ----------
+    reg : Registration
+        2-D registration.
+    ax : matplotlib.axes.Axes, optional
+    scale : float, optional
+        Arrow magnification (default: the longest arrow spans a tenth of the landmark spread).
+    image : xarray.DataArray, optional
+        Target-frame image drawn underneath (grey).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Arrows start at the measured target position and point to where the fit puts the
+        source landmark; each pair is labelled with its name and left-out error (nm).
+    """
+    import matplotlib.pyplot as plt
+
+    dst = reg.landmarks.dst()
+    if dst.shape[1] != 2:
+        raise ValueError("plot_residuals draws 2-D registrations")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 6))
+    else:
+        fig = ax.figure
+    if image is not None:
+        ax.imshow(stretch(_decimate(image, 1024).values), cmap="gray", extent=image.clem.mpl_extent)
+    vec = reg.residual_vectors
+    spread = float(np.ptp(dst, axis=0).max()) or 1.0
+    longest = float(np.linalg.norm(vec, axis=1).max()) or 1.0
+    k = scale if scale is not None else 0.1 * spread / longest
+    flags = reg.outlier_flags
+    ax.quiver(dst[:, 0], dst[:, 1], vec[:, 0] * k, vec[:, 1] * k, angles="xy", scale_units="xy", scale=1,
+              color=np.where(flags, "red", "orange"), width=0.006)
+    ax.plot(dst[:, 0], dst[:, 1], "o", mfc="none", mec="cyan", ms=6)
+    for (x, y), name, loo in zip(dst, reg.names, reg.loo_errors):
+        ax.annotate(f"{name} {loo * 1e3:.0f} nm", (x, y), textcoords="offset points", xytext=(5, 5),
+                    fontsize=7, color="cyan" if image is not None else "black")
+    if image is None:
+        ax.invert_yaxis()
+        ax.set_aspect("equal")
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    ax.set_title(f"residuals x{k:.0f} ({reg.model}, RMS {reg.rms * 1e3:.0f} nm)")
+    return fig
+
+
+def plot_error_map(reg, like, ax=None, include_target_fle: bool = False, levels=None):
+    """Predicted registration error over an image's field, with the landmarks.
+
+    Parameters
+    ----------
+    reg : Registration
+    like : xarray.DataArray
+        Image whose field is mapped (see :meth:`Registration.error_map`); drawn underneath.
+    ax : matplotlib.axes.Axes, optional
+    include_target_fle : bool
+        Map the target error (mapping plus the point's own localisation error).
+    levels : sequence of float, optional
+        Contour levels in nm.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    err = reg.error_map(like, include_target_fle=include_target_fle) * 1e3
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 6))
+    else:
+        fig = ax.figure
+    base = like.isel(c=0) if "c" in like.dims else like
+    ax.imshow(stretch(_decimate(base, 1024).values), cmap="gray", extent=like.clem.mpl_extent)
+    mesh = ax.contourf(err.x, err.y, err.values, levels=levels or 12, cmap="viridis", alpha=0.55)
+    lines = ax.contour(err.x, err.y, err.values, levels=mesh.levels, colors="white", linewidths=0.5)
+    ax.clabel(lines, fmt="%.0f", fontsize=7)
+    fig.colorbar(mesh, ax=ax, label=f"predicted {err.attrs['what']} (nm)")
+    on_target = like.attrs.get("frame") == reg.landmarks.target_frame
+    pts = reg.landmarks.dst() if on_target else reg.landmarks.src()
+    ax.plot(pts[:, 0], pts[:, 1], "o", mfc="none", mec="red", ms=8)
+    ax.set_xlim(like.clem.mpl_extent[:2])
+    ax.set_ylim(like.clem.mpl_extent[2:])
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
     return fig
