@@ -292,7 +292,7 @@ def refine_positions(tiles: Any, positions: Any, *, min_overlap: int = 16, upsam
         Sub-pixel precision of the correlation is ``1 / upsample`` px.
     max_shift : float, optional
         Pair measurements deviating from the nominal layout by more than this (px) are
-        dropped; default half the smaller overlap of the pair.
+        dropped; default 80 % of the smaller overlap of the pair.
 
     Returns
     -------
@@ -327,11 +327,16 @@ def refine_positions(tiles: Any, positions: Any, *, min_overlap: int = 16, upsam
     strips = dask.compute(*strips)
     meas = []
     for (i, j, ov), (a, b) in zip(pairs, strips):
-        shift, _, _ = phase_cross_correlation(np.asarray(a, np.float32), np.asarray(b, np.float32),
-                                              upsample_factor=upsample, normalization=None)
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        # padded with the mean to twice the size: linear (not circular) correlation, so offsets
+        # up to the whole overlap are measured without wrapping around
+        pad = [(0, n) for n in a.shape]
+        a = np.pad(a - a.mean(), pad)
+        b = np.pad(b - b.mean(), pad)
+        shift, _, _ = phase_cross_correlation(a, b, upsample_factor=upsample, normalization=None)
         meas.append(shift)  # (row, col): error of j minus error of i
     meas = np.asarray(meas)
-    limit = np.array([max_shift if max_shift is not None else ov / 2 for _, _, ov in pairs])
+    limit = np.array([max_shift if max_shift is not None else 0.8 * ov for _, _, ov in pairs])
     used = np.linalg.norm(meas, axis=1) <= limit
     d = np.zeros((n, 2))
     for _ in range(2):  # fit, drop outliers (> 3 px from the fit), refit
