@@ -33,9 +33,9 @@ _FORMAT = "clemlab.landmarks"
 _AXES = ("x", "y", "z")
 
 
-def _columns(ndim: int, sigma: bool) -> list[str]:
+def _columns(ndim: int, sigma: bool, ndim_dst: int | None = None) -> list[str]:
     cols = ["name", "active"]
-    cols += [f"{a}_src" for a in _AXES[:ndim]] + [f"{a}_dst" for a in _AXES[:ndim]]
+    cols += [f"{a}_src" for a in _AXES[:ndim]] + [f"{a}_dst" for a in _AXES[: ndim_dst or ndim]]
     if sigma:
         cols += ["sigma_src", "sigma_dst"]
     return cols
@@ -63,6 +63,9 @@ class Landmarks:
         Columns as in the module docstring. Validated: finite coordinates, distinct names.
     ndim : int
         2 or 3, used when ``table`` is empty.
+    ndim_dst : int, optional
+        Dimensionality of the target points when it differs (3-D sources with 2-D targets,
+        for a 3-D-to-2-D correlation such as cryo-FIB targeting). Default ``ndim``.
     source_frame, target_frame : str
         Names of the two frames (default ``"LM"`` and ``"EM"``).
     autosave : path-like, optional
@@ -79,11 +82,11 @@ class Landmarks:
     """
 
     def __init__(self, table: pd.DataFrame | None = None, *, ndim: int = 2,
-                 source_frame: str = "LM", target_frame: str = "EM",
+                 ndim_dst: int | None = None, source_frame: str = "LM", target_frame: str = "EM",
                  autosave: str | os.PathLike | None = None):
         if table is None:
-            table = pd.DataFrame({c: [] for c in _columns(ndim, False)})
-        self._df = self._validated(table, ndim)
+            table = pd.DataFrame({c: [] for c in _columns(ndim, False, ndim_dst)})
+        self._df = self._validated(table, ndim, ndim_dst)
         self.source_frame = str(source_frame)
         self.target_frame = str(target_frame)
         self._autosave = None if autosave is None else check_writable(autosave)
@@ -91,13 +94,24 @@ class Landmarks:
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
-    def _validated(table: pd.DataFrame, ndim: int) -> pd.DataFrame:
+    def _validated(table: pd.DataFrame, ndim: int, ndim_dst: int | None = None) -> pd.DataFrame:
         if not isinstance(table, pd.DataFrame):
             raise LandmarkError(f"landmarks table must be a pandas DataFrame, got {type(table).__name__}")
-        has_z = "z_src" in table.columns or "z_dst" in table.columns
-        d = 3 if has_z else (ndim if len(table) == 0 and ndim in (2, 3) else 2)
+        if "z_src" in table.columns or "z_dst" in table.columns:
+            d = 3 if "z_src" in table.columns else 2
+            d_dst = 3 if "z_dst" in table.columns else 2
+        else:
+            d = ndim if ndim in (2, 3) else 2
+            d_dst = ndim_dst or d
+            if len(table):
+                d = d_dst = 2
+        if d == 2 and d_dst == 3:
+            raise LandmarkError(
+                "landmarks pair 2-D source points with 3-D targets; give both sides in 3-D "
+                "(or 3-D sources with 2-D targets for a 3-D-to-2-D correlation)"
+            )
         sigma = "sigma_src" in table.columns or "sigma_dst" in table.columns
-        cols = _columns(d, sigma)
+        cols = _columns(d, sigma, d_dst)
         missing = [c for c in cols if c not in table.columns]
         if missing:
             raise LandmarkError(
@@ -111,7 +125,7 @@ class Landmarks:
                 df[c] = pd.to_numeric(df[c], errors="raise").astype(np.float64)
             except (ValueError, TypeError):
                 raise LandmarkError(f"landmark column {c!r} holds text where numbers belong") from None
-        coords = df[cols[2 : 2 + 2 * d]].to_numpy(np.float64)
+        coords = df[cols[2 : 2 + d + d_dst]].to_numpy(np.float64)
         bad = ~np.isfinite(coords).all(axis=1)
         if bad.any():
             names = df["name"][bad].tolist()
@@ -151,9 +165,14 @@ class Landmarks:
         t = np.asarray(dst, dtype=np.float64)
         if s.ndim != 2 or s.shape[1] not in (2, 3):
             raise LandmarkError(f"src must have shape (N, 2) or (N, 3) in (x, y[, z]) order, got {s.shape}")
-        if t.shape != s.shape:
-            raise LandmarkError(f"src and dst must have the same shape, got {s.shape} and {t.shape}")
+        mixed = s.shape[1] == 3 and t.ndim == 2 and t.shape == (len(s), 2)
+        if t.shape != s.shape and not mixed:
+            raise LandmarkError(
+                f"src and dst must have the same shape, got {s.shape} and {t.shape} (only 3-D "
+                "sources with 2-D targets may differ, for a 3-D-to-2-D correlation)"
+            )
         n, d = s.shape
+        d_dst = t.shape[1]
         data: dict[str, Any] = {
             "name": list(names) if names is not None else [f"P{i + 1}" for i in range(n)],
             "active": list(active) if active is not None else [True] * n,
@@ -162,18 +181,27 @@ class Landmarks:
             raise LandmarkError(f"names and active need one entry per pair ({n})")
         for k, a in enumerate(_AXES[:d]):
             data[f"{a}_src"] = s[:, k]
-        for k, a in enumerate(_AXES[:d]):
+        for k, a in enumerate(_AXES[:d_dst]):
             data[f"{a}_dst"] = t[:, k]
         if sigma_src is not None or sigma_dst is not None:
             data["sigma_src"] = np.broadcast_to(np.asarray(0.0 if sigma_src is None else sigma_src, float), (n,))
             data["sigma_dst"] = np.broadcast_to(np.asarray(0.0 if sigma_dst is None else sigma_dst, float), (n,))
-        return cls(pd.DataFrame(data), ndim=d, **kwargs)
+        return cls(pd.DataFrame(data), ndim=d, ndim_dst=d_dst, **kwargs)
 
     # -- read access ----------------------------------------------------------------------
     @property
     def ndim(self) -> int:
-        """2 or 3."""
+        """Dimensionality of the source points, 2 or 3."""
         return 3 if "z_src" in self._df.columns else 2
+
+    @property
+    def ndim_dst(self) -> int:
+        """Dimensionality of the target points (2 for a 3-D-to-2-D correlation)."""
+        return 3 if "z_dst" in self._df.columns else 2
+
+    @property
+    def _dims_text(self) -> str:
+        return f"{self.ndim}-D" if self.ndim == self.ndim_dst else f"{self.ndim}-D -> {self.ndim_dst}-D"
 
     @property
     def has_sigma(self) -> bool:
@@ -194,9 +222,10 @@ class Landmarks:
         return self._df["active"].to_numpy(bool)
 
     def _pts(self, side: str, active_only: bool) -> np.ndarray:
-        cols = [f"{a}_{side}" for a in _AXES[: self.ndim]]
+        d = self.ndim if side == "src" else self.ndim_dst
+        cols = [f"{a}_{side}" for a in _AXES[:d]]
         df = self._df[self._df["active"]] if active_only else self._df
-        return df[cols].to_numpy(np.float64).reshape(-1, self.ndim)
+        return df[cols].to_numpy(np.float64).reshape(-1, d)
 
     def src(self, active_only: bool = True) -> np.ndarray:
         """Source points ``(N, D)``, µm, ``(x, y[, z])``; only active pairs by default."""
@@ -219,7 +248,7 @@ class Landmarks:
 
     def copy(self, autosave: str | os.PathLike | None = None) -> Landmarks:
         """An independent copy (autosave off unless a new path is given)."""
-        return Landmarks(self._df, ndim=self.ndim, source_frame=self.source_frame,
+        return Landmarks(self._df, ndim=self.ndim, ndim_dst=self.ndim_dst, source_frame=self.source_frame,
                          target_frame=self.target_frame, autosave=autosave)
 
     def __eq__(self, other: Any) -> bool:
@@ -235,12 +264,12 @@ class Landmarks:
     __hash__ = None  # mutable
 
     def __repr__(self) -> str:
-        return (f"Landmarks({len(self)} pairs, {int(self.active.sum())} active, {self.ndim}-D, "
+        return (f"Landmarks({len(self)} pairs, {int(self.active.sum())} active, {self._dims_text}, "
                 f"{self.source_frame} -> {self.target_frame})\n{self._df.to_string(index=False)}")
 
     def _repr_html_(self) -> str:
         head = (f"<b>Landmarks</b>: {len(self)} pairs ({int(self.active.sum())} active), "
-                f"{self.ndim}-D, {self.source_frame} &rarr; {self.target_frame}, µm")
+                f"{self._dims_text}, {self.source_frame} &rarr; {self.target_frame}, µm")
         return head + self._df.to_html(index=False, float_format=lambda v: f"{v:.4f}")
 
     # -- edits (each autosaves) -----------------------------------------------------------
@@ -266,18 +295,22 @@ class Landmarks:
         """Append a pair; returns its name. Points are ``(D,)`` in µm, ``(x, y[, z])``."""
         s = np.asarray(src, float).reshape(-1)
         t = np.asarray(dst, float).reshape(-1)
-        if s.shape != (self.ndim,) or t.shape != (self.ndim,):
-            raise LandmarkError(f"a {self.ndim}-D pair needs {self.ndim} coordinates per point, got {s.size} and {t.size}")
+        if s.shape != (self.ndim,) or t.shape != (self.ndim_dst,):
+            raise LandmarkError(
+                f"a {self._dims_text} pair needs {self.ndim} source and {self.ndim_dst} target "
+                f"coordinates, got {s.size} and {t.size}"
+            )
         name = self._next_name() if name is None else str(name)
         row: dict[str, Any] = {"name": name, "active": bool(active)}
         for k, a in enumerate(_AXES[: self.ndim]):
             row[f"{a}_src"] = s[k]
+        for k, a in enumerate(_AXES[: self.ndim_dst]):
             row[f"{a}_dst"] = t[k]
         if self.has_sigma:
             row["sigma_src"] = 0.0 if sigma_src is None else sigma_src
             row["sigma_dst"] = 0.0 if sigma_dst is None else sigma_dst
         new = pd.concat([self._df, pd.DataFrame([row])], ignore_index=True) if len(self) else pd.DataFrame([row])
-        self._df = self._validated(new, self.ndim)
+        self._df = self._validated(new, self.ndim, self.ndim_dst)
         self._changed()
         return name
 
@@ -300,11 +333,12 @@ class Landmarks:
             if p is None:
                 continue
             p = np.asarray(p, float).reshape(-1)
-            if p.shape != (self.ndim,):
-                raise LandmarkError(f"a {self.ndim}-D point needs {self.ndim} coordinates, got {p.size}")
-            for k, a in enumerate(_AXES[: self.ndim]):
+            d = self.ndim if side == "src" else self.ndim_dst
+            if p.shape != (d,):
+                raise LandmarkError(f"a {d}-D point needs {d} coordinates, got {p.size}")
+            for k, a in enumerate(_AXES[:d]):
                 new.loc[i, f"{a}_{side}"] = p[k]
-        self._df = self._validated(new, self.ndim)
+        self._df = self._validated(new, self.ndim, self.ndim_dst)
         self._changed()
 
     def set_active(self, name: str, active: bool) -> None:
@@ -332,7 +366,7 @@ class Landmarks:
                 "name": rec["name"],
                 "active": bool(rec["active"]),
                 "src": [float(rec[f"{a}_src"]) for a in _AXES[: self.ndim]],
-                "dst": [float(rec[f"{a}_dst"]) for a in _AXES[: self.ndim]],
+                "dst": [float(rec[f"{a}_dst"]) for a in _AXES[: self.ndim_dst]],
             }
             if self.has_sigma:
                 item["sigma_src"] = float(rec["sigma_src"])
@@ -342,6 +376,7 @@ class Landmarks:
             "format": _FORMAT,
             "version": SCHEMA_VERSION,
             "ndim": self.ndim,
+            "ndim_dst": self.ndim_dst,
             "units": "µm",
             "axes": list(_AXES[: self.ndim]),
             "source_frame": self.source_frame,
@@ -366,6 +401,7 @@ class Landmarks:
         if units != "µm":
             raise LandmarkError(f"{where} is in {units!r}; clemlab landmarks files are in µm")
         d = int(doc.get("ndim", 2))
+        d_dst = int(doc.get("ndim_dst", d))
         pairs = doc.get("pairs", [])
         if not isinstance(pairs, list):
             raise LandmarkError(f"{where}: 'pairs' must be a list")
@@ -374,22 +410,24 @@ class Landmarks:
         for i, p in enumerate(pairs):
             try:
                 src, dst = list(p["src"]), list(p["dst"])
-                if len(src) != d or len(dst) != d:
-                    raise LandmarkError(f"{where}: pair {i} needs {d} coordinates per point")
+                if len(src) != d or len(dst) != d_dst:
+                    raise LandmarkError(f"{where}: pair {i} needs {d} source and {d_dst} target coordinates")
                 row = {"name": p.get("name", f"P{i + 1}"), "active": p.get("active", True)}
                 for k, a in enumerate(_AXES[:d]):
-                    row[f"{a}_src"], row[f"{a}_dst"] = src[k], dst[k]
+                    row[f"{a}_src"] = src[k]
+                for k, a in enumerate(_AXES[:d_dst]):
+                    row[f"{a}_dst"] = dst[k]
                 if sigma:
                     row["sigma_src"] = p.get("sigma_src", 0.0)
                     row["sigma_dst"] = p.get("sigma_dst", 0.0)
             except (KeyError, TypeError) as exc:
                 raise LandmarkError(f"{where}: pair {i} is malformed ({exc}); each needs 'src' and 'dst'") from None
             rows.append(row)
-        table = pd.DataFrame(rows) if rows else pd.DataFrame({c: [] for c in _columns(d, sigma)})
+        table = pd.DataFrame(rows) if rows else pd.DataFrame({c: [] for c in _columns(d, sigma, d_dst)})
         kwargs.setdefault("source_frame", doc.get("source_frame", "LM"))
         kwargs.setdefault("target_frame", doc.get("target_frame", "EM"))
         try:
-            return cls(table, ndim=d, **kwargs)
+            return cls(table, ndim=d, ndim_dst=d_dst, **kwargs)
         except LandmarkError as exc:
             raise LandmarkError(f"{where}: {exc}") from None
 
@@ -427,7 +465,7 @@ class Landmarks:
                         f"{where}: row {i + 2}, column {c!r} holds {v!r} where a number (µm) belongs"
                     ) from None
         try:
-            return cls(table, ndim=3 if "z_src" in header else 2, **kwargs)
+            return cls(table, ndim=3 if "z_src" in header else 2, ndim_dst=3 if "z_dst" in header else 2, **kwargs)
         except LandmarkError as exc:
             raise LandmarkError(f"{where}: {exc}") from None
 
@@ -503,6 +541,8 @@ class Landmarks:
 
     def to_bigwarp(self, path: str | os.PathLike) -> Path:
         """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically."""
+        if self.ndim != self.ndim_dst:
+            raise LandmarkError("BigWarp landmark files pair points of one dimensionality; these are 3-D -> 2-D")
         buf = io.StringIO()
         w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
         src, dst = self.src(active_only=False), self.dst(active_only=False)
@@ -612,7 +652,7 @@ class Landmarks:
         root = ET.Element("root")
         tr = ET.SubElement(root, "transformation", type=transformation_type, noiseModel="ISOTROPIC")
         for kind, pts in (("source", self.src()), ("target", self.dst())):
-            ds = ET.SubElement(tr, "dataset", type=kind, n=str(len(pts)), dimension=str(self.ndim),
+            ds = ET.SubElement(tr, "dataset", type=kind, n=str(len(pts)), dimension=str(pts.shape[1]),
                                pointType="FIDUCIAL")
             for i, q in enumerate(pts):
                 pt = ET.SubElement(ds, "point", id=str(i))
