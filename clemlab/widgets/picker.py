@@ -122,6 +122,8 @@ class LandmarkPicker:
 
         # -- figures ------------------------------------------------------------------------
         self._figs, self._axes, self._views, self._art, self._cids = {}, {}, {}, {}, {}
+        self._bg: dict = {"lm": None, "em": None}  # rendered views without the markers
+        self.blits = 0
         for view in VIEWS:
             fig = new_widget_figure(figsize)
             fig.subplots_adjust(left=0.15, right=0.97, bottom=0.1, top=0.93)
@@ -135,6 +137,9 @@ class LandmarkPicker:
                 self._views[view] = ViewImage(ax, self._levels[view], self._render_em, cmap="gray")
             self._views[view].refresh(force=True)
             self._art[view] = self._make_artists(ax, view)
+            ax.title.set_animated(True)
+            for sp in ax.spines.values():
+                sp.set_animated(True)
             c = fig.canvas
             self._cids[view] = [
                 c.mpl_connect("button_press_event", self._on_press),
@@ -142,6 +147,7 @@ class LandmarkPicker:
                 c.mpl_connect("button_release_event", self._on_release),
                 c.mpl_connect("key_press_event", self._on_key),
                 c.mpl_connect("scroll_event", self._on_scroll),
+                c.mpl_connect("draw_event", lambda _e, v=view: self._on_draw(v)),
             ]
 
         # -- controls -----------------------------------------------------------------------
@@ -259,7 +265,7 @@ class LandmarkPicker:
 
     def _make_artists(self, ax, view: str) -> dict:
         col = _MARK[view]
-        kw = dict(linestyle="none", zorder=5)
+        kw = dict(linestyle="none", zorder=5, animated=True)  # drawn by blitting (see _blit)
         return {
             "active": ax.plot([], [], "+", color=col, ms=12, mew=1.6, **kw)[0],
             "inactive": ax.plot([], [], "x", color="#999999", ms=9, mew=1.4, **kw)[0],
@@ -294,7 +300,7 @@ class LandmarkPicker:
                 texts.pop().remove()
             while len(texts) < len(names):
                 texts.append(ax.annotate("", (0, 0), xytext=(5, 5), textcoords="offset points",
-                                         color=_MARK[view], fontsize=9, zorder=6))
+                                         color=_MARK[view], fontsize=9, zorder=6, animated=True))
             for t, n, p, a in zip(texts, names, pts, active):
                 t.xy = (p[0], p[1])
                 t.set_text(n)
@@ -305,8 +311,35 @@ class LandmarkPicker:
             for s in ax.spines.values():
                 s.set_edgecolor("#ff8000" if expected else "black")
                 s.set_linewidth(2.5 if expected else 0.8)
-            self._figs[view].canvas.draw_idle()
+            self._blit(view)
         self._update_text()
+
+    def _animated(self, view: str) -> list:
+        art, ax = self._art[view], self._axes[view]
+        lines = [art[k] for k in ("active", "inactive", "selected", "pending", "prediction")]
+        return [*ax.spines.values(), ax.title, *lines, *art["texts"]]
+
+    def _on_draw(self, view: str) -> None:
+        """After a full render: keep it as background, then draw the markers on top."""
+        if self._closed:
+            return
+        fig = self._figs[view]
+        self._bg[view] = (fig.canvas.copy_from_bbox(fig.bbox), tuple(fig.bbox.bounds))
+        for a in self._animated(view):
+            fig.draw_artist(a)
+
+    def _blit(self, view: str) -> None:
+        """Redraw only the markers over the saved background (fast); else a full redraw."""
+        fig = self._figs[view]
+        bg = self._bg[view]
+        if bg is None or bg[1] != tuple(fig.bbox.bounds):
+            fig.canvas.draw_idle()
+            return
+        fig.canvas.restore_region(bg[0])
+        for a in self._animated(view):
+            fig.draw_artist(a)
+        fig.canvas.blit(fig.bbox)
+        self.blits += 1
 
     def _update_text(self) -> None:
         lg = self.logic
