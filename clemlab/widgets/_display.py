@@ -121,6 +121,21 @@ def window(levels: list[xr.DataArray], xlim: tuple[float, float], ylim: tuple[fl
     return level.isel(y=idx["y"], x=idx["x"])
 
 
+def tinted_composite(data: np.ndarray, channels: list[str], visible: dict, colors: dict,
+                     contrast: dict) -> np.ndarray:
+    """Channels ``(c, h, w)`` -> RGB ``(h, w, 3)`` in 0-1: each visible channel stretched
+    between its ``contrast`` percentiles (:func:`clemlab.viz.stretch`) and tinted."""
+    from matplotlib.colors import to_rgb
+
+    from ..viz import stretch
+
+    out = np.zeros(data.shape[1:] + (3,))
+    for i, ch in enumerate(channels):
+        if visible[ch]:
+            out += stretch(data[i], *contrast[ch])[..., None] * np.asarray(to_rgb(colors[ch]))
+    return np.clip(out, 0.0, 1.0)
+
+
 def checksum(rgba: Any) -> str:
     """CRC-32 (8 hex digits) of an image buffer: shows whether a rendered view changed."""
     return f"{zlib.crc32(np.ascontiguousarray(rgba).tobytes()) & 0xFFFFFFFF:08x}"

@@ -12,7 +12,7 @@ import xarray as xr
 from ..errors import ImageError
 from ..registration import Registration
 from ..viz import add_scale_bar, stretch
-from ._display import ViewImage, as_levels, checksum, new_widget_figure
+from ._display import ViewImage, as_levels, checksum, new_widget_figure, tinted_composite
 
 __all__ = ["OverlayViewer"]
 
@@ -186,13 +186,7 @@ class OverlayViewer:
     # -- drawing --------------------------------------------------------------------------------
     def _render_lm(self, data: np.ndarray) -> np.ndarray:
         """RGBA layer: tinted, contrast-stretched channels; alpha = opacity x brightness."""
-        from matplotlib.colors import to_rgb
-
-        rgb = np.zeros(data.shape[1:] + (3,))
-        for i, ch in enumerate(self.channels):
-            if self._visible[ch]:
-                rgb += stretch(data[i], *self._lm_contrast[ch])[..., None] * np.asarray(to_rgb(self._colors[ch]))
-        rgb = np.clip(rgb, 0.0, 1.0)
+        rgb = tinted_composite(data, self.channels, self._visible, self._colors, self._lm_contrast)
         alpha = self._opacity * rgb.max(axis=-1, keepdims=True)
         return np.concatenate([rgb, alpha], axis=-1)
 

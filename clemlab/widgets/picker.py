@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import LandmarkError
 from ..landmarks import Landmarks
 from ..viz import stretch
-from ._display import ViewImage, as_levels, new_widget_figure
+from ._display import ViewImage, as_levels, new_widget_figure, tinted_composite
 from ._logic import VIEWS, PickerLogic
 
 __all__ = ["LandmarkPicker", "initial_landmarks"]
@@ -237,13 +237,7 @@ class LandmarkPicker:
 
     # -- rendering ----------------------------------------------------------------------------
     def _render_lm(self, data: np.ndarray) -> np.ndarray:
-        from matplotlib.colors import to_rgb
-
-        out = np.zeros(data.shape[1:] + (3,))
-        for i, ch in enumerate(self.channels):
-            if self._visible[ch]:
-                out += stretch(data[i], *self._lm_contrast[ch])[..., None] * np.asarray(to_rgb(self._colors[ch]))
-        return np.clip(out, 0.0, 1.0)
+        return tinted_composite(data, self.channels, self._visible, self._colors, self._lm_contrast)
 
     def _render_em(self, data: np.ndarray) -> np.ndarray:
         return stretch(data, *self._em_contrast)
