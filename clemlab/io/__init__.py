@@ -41,6 +41,8 @@ __all__ = [
     "write_ome_zarr",
     "LAZY_THRESHOLD_BYTES",
     "detect_format",
+    "read_navigator",
+    "write_navigator",
 ]
 
 #: Files whose pixels take more than this many bytes uncompressed are read lazily (dask)
@@ -470,3 +472,17 @@ def write_ome_tiff(image: xr.DataArray, path: str | os.PathLike, **kwargs: Any) 
     from . import tiff
 
     return tiff.write_ome_tiff(image, path, **kwargs)
+
+
+def read_navigator(path: str | os.PathLike) -> Any:
+    """Read a SerialEM navigator (``.nav``, text or XML); see :func:`clemlab.io.serialem.read_navigator`."""
+    from . import serialem
+
+    return serialem.read_navigator(path)
+
+
+def write_navigator(targets: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write targets (stage µm) as a SerialEM navigator; see :func:`clemlab.io.serialem.write_navigator`."""
+    from . import serialem
+
+    return serialem.write_navigator(targets, path, **kwargs)
