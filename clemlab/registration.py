@@ -71,7 +71,8 @@ def _model_class(model: str | type) -> tuple[type[_tf.Transform], dict]:
         return model, {}
     key = str(model).lower().replace("_", "").replace("-", "")
     aliases = {"polynomial2": ("polynomial", {"order": 2}), "polynomial3": ("polynomial", {"order": 3}),
-               "thinplatespline": ("tps", {}), "homography": ("projective", {})}
+               "thinplatespline": ("tps", {}), "homography": ("projective", {}),
+               "rigidprojection": ("rigid-projection", {})}
     key, opts = aliases.get(key, (key, {}))
     if key not in _tf.MODELS:
         raise RegistrationError(f"unknown model {model!r}; choose one of {list(MODEL_ORDER)}")
@@ -83,6 +84,8 @@ def _model_name(cls: type[_tf.Transform], options: dict) -> str:
         return f"polynomial{options.get('order', 2)}"
     if cls is _tf.ThinPlateSpline:
         return "tps"
+    if cls is _tf.RigidProjection:
+        return "rigid-projection"
     return cls.__name__.lower()
 
 
@@ -91,6 +94,8 @@ def _n_params(cls, ndim: int, n: int, options: dict) -> int:
         return cls.n_params(ndim, n)
     if cls is _tf.Polynomial:
         return cls.n_params(ndim, options.get("order", 2))
+    if cls is _tf.RigidProjection:
+        return cls.n_params(3, options.get("axial_scale") is True)
     return cls.n_params(ndim)
 
 
@@ -254,7 +259,20 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
     lms = landmarks.copy()
     src, dst = lms.src(), lms.dst()
     _check_duplicates(lms)
+    projection = cls is _tf.RigidProjection
+    if (lms.ndim != lms.ndim_dst) != projection:
+        if projection:
+            raise RegistrationError(
+                "model 'rigid-projection' pairs 3-D source points (an LM stack) with 2-D targets "
+                f"(an EM/FIB image); these landmarks are {lms._dims_text}"
+            )
+        raise RegistrationError(
+            f"these landmarks pair {lms.ndim}-D sources with {lms.ndim_dst}-D targets: only "
+            "model='rigid-projection' maps 3-D points to a 2-D image"
+        )
     outliers: list[str] = []
+    if robust and projection:
+        raise RegistrationError("robust=True is not available for rigid-projection; deactivate suspicious pairs instead")
     if robust:
         names = np.array(lms.names)[lms.active]
         var0 = _noise_variance(lms, None, src, dst, fle)
@@ -277,12 +295,18 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
         keep = np.ones(len(src), bool)
         for i in range(len(src)):
             keep[i] = False
-            part = _fit(cls, src[keep], dst[keep], None if weights is None else weights[keep], options)
+            warm = tf.warm_start() if hasattr(tf, "warm_start") else {}
+            part = _fit(cls, src[keep], dst[keep], None if weights is None else weights[keep],
+                        {**options, **warm})
             keep[i] = True
             if part:
                 loo[i] = float(np.linalg.norm(part(src[i]) - dst[i]))
-    return Registration(tf, lms, _model_name(cls, options), loo_errors=loo, options=options,
-                        fle=fle, n_bootstrap=n_bootstrap, seed=seed, outliers=outliers)
+    reg = Registration(tf, lms, _model_name(cls, options), loo_errors=loo, options=options,
+                       fle=fle, n_bootstrap=n_bootstrap, seed=seed, outliers=outliers)
+    if projection:
+        sols = cls.solutions(src, dst, weights, axial_scale=options.get("axial_scale", False))
+        reg.alternatives = [(t.with_frames(lms.source_frame, lms.target_frame), c) for t, c in sols]
+    return reg
 
 
 def _check_duplicates(lms: Landmarks) -> None:
@@ -301,7 +325,7 @@ def _check_duplicates(lms: Landmarks) -> None:
 
 def _noise_variance(lms: Landmarks, tf, src, dst, fle) -> np.ndarray | None:
     """Per-pair effective per-axis variance in the target frame, or None if unknown."""
-    k = lms.ndim
+    k = lms.ndim_dst
     if fle is not None:
         return np.full(len(src), fle**2 / k)
     sig = lms.sigmas()
@@ -409,7 +433,7 @@ class Registration:
         self._given_fle = fle
         self._src, self._dst = landmarks.src(), landmarks.dst()
         src, dst = self._src, self._dst
-        n, k = src.shape
+        n, k = dst.shape  # k: dimensionality of the residuals (target side)
         self.residual_vectors = transform(src) - dst if n else np.zeros((0, k))
         self.residuals = np.linalg.norm(self.residual_vectors, axis=1)
         self.rms = float(np.sqrt(np.mean(self.residuals**2))) if n else float("nan")
@@ -426,7 +450,7 @@ class Registration:
     # -- noise model ----------------------------------------------------------------------
     def _noise(self) -> tuple[np.ndarray, str]:
         src, dst = self._src, self._dst
-        n, k = src.shape
+        n, k = dst.shape
         var = _noise_variance(self.landmarks, self.transform, src, dst, self._given_fle)
         if var is not None:
             return var, "given" if self._given_fle is not None else "uncertainties"
@@ -435,7 +459,7 @@ class Registration:
             # <FRE²> = (1 - p / (K N)) <FLE²>, FLE² = K v
             return np.full(n, np.sum(self.residuals**2) / dof), "residuals"
         # exact interpolation (TPS) or a minimal set: borrow the scale of an affine fit
-        aff = _tf.Affine.from_estimate(src, dst) if n > k + 1 else None
+        aff = _tf.Affine.from_estimate(src, dst) if n > k + 1 and src.shape[1] == k else None
         if aff:
             dof_a = k * n - _tf.Affine.n_params(k)
             return np.full(n, np.sum(aff.residuals(src, dst) ** 2) / dof_a), "affine residuals"
@@ -444,7 +468,7 @@ class Registration:
     @property
     def fre_expected(self) -> float:
         """Expected FRE from the FLE: ``sqrt((1 - p / (K N)) FLE²)``, µm."""
-        n, k = self._src.shape
+        n, k = self._dst.shape
         return float(np.sqrt(max(0.0, 1 - self.n_params / (k * n)) * self.fle**2))
 
     @property
@@ -460,7 +484,9 @@ class Registration:
         return "delta" if self._delta_applies() else "bootstrap"
 
     def _delta_applies(self) -> bool:
-        return isinstance(self.transform, _tf.LinearTransform) and not isinstance(self.transform, _tf.Projective)
+        t = self.transform
+        return (isinstance(t, _tf.LinearTransform) and not isinstance(t, _tf.Projective)) or isinstance(
+            t, _tf.RigidProjection)
 
     def _param_covariance(self) -> np.ndarray:
         if self._cov_params is None:
@@ -598,7 +624,33 @@ class Registration:
                 jac = _numeric_jacobian(self.transform, q)
             cov = cov + s**2 * np.einsum("nkj,nlj->nkl", jac, jac)
         err = np.sqrt(np.trace(cov, axis1=1, axis2=2))
-        return MappedPoints(self.transform(q), err, cov, ~_convex_hull_test(q, self._src))
+        mapped = self.transform(q)
+        if self.transform.ndim_out != self.transform.ndim:  # projection: judge in the image plane
+            inside = _convex_hull_test(mapped, self._dst)
+        else:
+            inside = _convex_hull_test(q, self._src)
+        return MappedPoints(mapped, err, cov, ~inside)
+
+    def depth(self, points: Any) -> np.ndarray:
+        """Depth below the landmark (bead) layer along the viewing direction, µm (projections).
+
+        For a 3-D-to-2-D registration: each source point's position along the projection
+        direction minus the mean position of the landmarks' source points, in the target
+        scale. Positive values lie further along the viewing direction than the beads (for
+        beads on the sample surface: below the surface).
+        """
+        if not hasattr(self.transform, "depth"):
+            raise RegistrationError(f"depth() needs a 3-D-to-2-D registration; this one is {self.model}")
+        return self.transform.depth(points) - float(np.mean(self.transform.depth(self._src)))
+
+    @property
+    def ambiguous(self) -> bool:
+        """For projections: the second-best solution fits as well as the best (within noise)."""
+        alts = getattr(self, "alternatives", [])
+        if len(alts) < 2 or not np.isfinite(self.fle):
+            return False
+        sigma2 = self.fle**2 / self._dst.shape[1]
+        return (alts[1][1] - alts[0][1]) < 9.0 * sigma2
 
     def error_map(self, like: Any, step: int | None = None, include_target_fle: bool = False):
         """Predicted TRE on the grid of an image, as a DataArray.
@@ -650,7 +702,7 @@ class Registration:
         """
         from scipy.stats import chi2
 
-        n, k = self._src.shape
+        n, k = self._dst.shape
         if n == 0:
             return np.zeros(0)
         var = self._var
@@ -667,7 +719,7 @@ class Registration:
         """True for active pairs whose left-out error exceeds the 99.9 % bound of the noise model."""
         from scipy.stats import chi2
 
-        k = self._src.shape[1]
+        k = self._dst.shape[1]
         t = self.studentised()
         with np.errstate(invalid="ignore"):
             return np.nan_to_num(t) ** 2 * k > chi2.ppf(OUTLIER_P, k)
@@ -678,7 +730,7 @@ class Registration:
         out = []
         src, dst = self._src, self._dst
         n, k = src.shape
-        aff = _tf.Affine.from_estimate(src, dst) if n >= k + 1 else None
+        aff = _tf.Affine.from_estimate(src, dst) if n >= k + 1 and dst.shape[1] == k else None
         if aff and np.linalg.det(aff.linear) < 0:
             if isinstance(self.transform, _tf.Similarity) and np.linalg.det(self.transform.linear) > 0:
                 out.append("The landmarks are mirrored (the best affine fit flips one axis), and a "
@@ -688,7 +740,7 @@ class Registration:
             else:
                 out.append("The data are mirrored: one image is flipped relative to the other "
                            "(determinant < 0). The fit handles it; check it is expected.")
-        if n > k:
+        if n > k and not self.ambiguous:
             centred = src - src.mean(axis=0)
             sv = np.linalg.svd(centred, compute_uv=False)
             cond = sv[0] / sv[-1] if sv[-1] > 0 else np.inf
@@ -709,6 +761,15 @@ class Registration:
             if sv[0] / sv[-1] > MAX_STRETCH:
                 out.append(f"The map stretches one direction {sv[0] / sv[-1]:.2f}x more than the "
                            f"other (> {MAX_STRETCH}): check pixel sizes and section distortion.")
+        if self.ambiguous:
+            (_, c0), (alt, c1) = self.alternatives[:2]
+            tilt = np.degrees(np.arccos(np.clip((np.trace(alt.rotation.T @ self.transform.rotation) - 1) / 2, -1, 1)))
+            out.append(
+                "The 3-D beads lie nearly in one plane, so the fit cannot tell the rotation from its "
+                f"mirror through the image plane: two solutions {tilt:.1f}° apart fit equally well "
+                f"(costs {c0:.3g} and {c1:.3g} µm²; see .alternatives). Add beads at other depths, "
+                "or choose the solution that matches the known sample tilt."
+            )
         if self.outliers:
             out.append(f"RANSAC rejected {len(self.outliers)} pair(s) as outliers: {', '.join(self.outliers)}.")
         flagged = [nm for nm, f in zip(self.names, self.outlier_flags) if f]
@@ -729,7 +790,7 @@ class Registration:
 
     def summary(self) -> str:
         """Plain-text summary: model, errors in nm, warnings, and a per-pair table."""
-        n, k = self._src.shape
+        n = len(self._src)
         lines = [
             f"{self.model} registration {self.landmarks.source_frame} -> {self.landmarks.target_frame}, "
             f"{n} active pairs, {self.n_params} parameters",

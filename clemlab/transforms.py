@@ -44,6 +44,7 @@ __all__ = [
     "Polynomial",
     "ThinPlateSpline",
     "InverseTransform",
+    "RigidProjection",
     "MODELS",
     "transform_from_dict",
 ]
@@ -197,6 +198,11 @@ class Transform:
         return self._ndim
 
     @property
+    def ndim_out(self) -> int:
+        """Dimensionality of the mapped points (``ndim`` except for projections)."""
+        return self._ndim
+
+    @property
     def source_frame(self) -> str | None:
         """Name of the frame this transform maps from (``"LM"``), if known."""
         return self._source_frame
@@ -243,8 +249,8 @@ class Transform:
         """
         if not isinstance(other, Transform):
             raise TransformError(f"can only compose with a Transform, got {type(other).__name__}")
-        if other.ndim != self.ndim:
-            raise TransformError(f"cannot compose a {self.ndim}-D transform with a {other.ndim}-D one")
+        if other.ndim != self.ndim_out:
+            raise TransformError(f"cannot compose a transform to {self.ndim_out}-D points with a {other.ndim}-D one")
         if self.target_frame and other.source_frame and self.target_frame != other.source_frame:
             raise TransformError(
                 f"cannot compose: the first transform ends in frame {self.target_frame!r} but "
@@ -263,7 +269,7 @@ class Transform:
 
     def residuals(self, src: Any, dst: Any) -> np.ndarray:
         """Euclidean distance ``|tf(src) - dst|`` per pair, shape (N,), in µm."""
-        return np.linalg.norm(self(src) - as_points(dst, self.ndim, "dst"), axis=1)
+        return np.linalg.norm(self(src) - as_points(dst, self.ndim_out, "dst"), axis=1)
 
     # -- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -334,7 +340,14 @@ class Transform:
         frames = {k: kwargs.pop(k, None) for k in ("source_frame", "target_frame")}
         src_a = as_points(src, argname="src")
         dst_a = as_points(dst, argname="dst")
-        if src_a.shape != dst_a.shape:
+        io_dims = getattr(cls, "_io_dims", None)
+        if io_dims is not None:
+            if src_a.shape[1] != io_dims[0] or dst_a.shape != (len(src_a), io_dims[1]):
+                raise TransformError(
+                    f"{cls.__name__} pairs ({io_dims[0]}-D source, {io_dims[1]}-D target) points: got "
+                    f"src {src_a.shape} and dst {dst_a.shape}"
+                )
+        elif src_a.shape != dst_a.shape:
             raise TransformError(f"src and dst must have the same shape, got {src_a.shape} and {dst_a.shape}")
         ndim = src_a.shape[1]
         n = src_a.shape[0]
@@ -344,7 +357,7 @@ class Transform:
             w = np.asarray(weights, dtype=np.float64).reshape(-1)
             if w.shape != (n,):
                 raise TransformError(f"weights must have shape ({n},), got {np.shape(weights)}")
-        name = cls.__name__.lower()
+        name = getattr(cls, "label", cls.__name__.lower())
         if "order" in kwargs and kwargs["order"] not in (2, 3):
             raise TransformError(f"polynomial order must be 2 or 3, got {kwargs['order']!r}")
         need = cls.required_points(ndim, **kwargs)
@@ -817,7 +830,7 @@ class Composite(Transform):
     Parameters
     ----------
     transforms : sequence of Transform
-        Applied in order; all of one dimensionality.
+        Applied in order; each one's output dimensionality must match the next one's input.
     """
 
     def __init__(self, transforms, *, source_frame=None, target_frame=None):
@@ -831,15 +844,21 @@ class Composite(Transform):
                 raise TransformError(f"Composite takes Transforms, got {type(t).__name__}")
         if not tfs:
             raise TransformError("Composite needs at least one transform")
-        dims = {t.ndim for t in tfs}
-        if len(dims) != 1:
-            raise TransformError(f"cannot compose transforms of different dimensionality {sorted(dims)}")
+        for a, b in zip(tfs, tfs[1:]):
+            if a.ndim_out != b.ndim:
+                raise TransformError(
+                    f"cannot compose a transform to {a.ndim_out}-D points with a {b.ndim}-D transform"
+                )
         super().__init__(
             tfs[0].ndim,
             source_frame if source_frame is not None else tfs[0].source_frame,
             target_frame if target_frame is not None else tfs[-1].target_frame,
         )
         self._transforms = tuple(tfs)
+
+    @property
+    def ndim_out(self) -> int:
+        return self._transforms[-1].ndim_out
 
     @property
     def transforms(self) -> tuple[Transform, ...]:
@@ -1337,6 +1356,238 @@ class ThinPlateSpline(_NonLinear):
         return cls(src, sol[:n], sol[n:], centre, scale, smoothing, _targets=dst)
 
 
+def _rotvec_to_matrix(w: np.ndarray) -> np.ndarray:
+    """Rodrigues' formula: rotation vector (radians) -> ``(3, 3)`` rotation matrix."""
+    theta = float(np.linalg.norm(w))
+    if theta < 1e-12:
+        k = _skew(np.asarray(w, float)[None])[0]
+        return np.eye(3) + k
+    k = _skew((np.asarray(w, float) / theta)[None])[0]
+    return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * (k @ k)
+
+
+def _matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(r).as_rotvec()
+
+
+class RigidProjection(Transform):
+    """3-D -> 2-D: rotation, isotropic scale, orthographic projection, 2-D translation.
+
+    ``y = s * (R @ diag(1, 1, k) @ p)[:2] + t`` maps a 3-D point ``p = (x, y, z)`` of an LM
+    stack (µm) to a 2-D point of an EM/FIB image (µm), as in 3DCT-style cryo-FIB targeting.
+    ``k`` is an optional axial scale for the refractive-index mismatch of LM depth (1 = none).
+    The viewing direction is the rotated frame's +z; :meth:`depth` gives a point's position
+    along it (µm in the target scale), which the 2-D image cannot show.
+
+    Parameters
+    ----------
+    rotation : array_like, shape (3, 3)
+        Proper rotation matrix.
+    scale : float
+        Isotropic scale ``s`` (> 0).
+    translation : array_like, shape (2,)
+        µm.
+    axial_scale : float
+        ``k`` (> 0).
+    axial_fitted : bool
+        Whether ``k`` was estimated (counts as a parameter for error propagation).
+
+    Minimum pairs: 4 (3-D source, 2-D target). With all beads in one plane a rotation and its
+    mirror through the image plane project identically; :meth:`solutions` returns both.
+    """
+
+    _io_dims = (3, 2)
+    label = "rigid-projection (3-D to 2-D)"
+    min_points = {2: 4, 3: 4}
+
+    def __init__(self, rotation: Any = None, scale: float = 1.0, translation: Any = (0.0, 0.0),
+                 axial_scale: float = 1.0, axial_fitted: bool = False, *,
+                 source_frame: str | None = None, target_frame: str | None = None):
+        r = np.eye(3) if rotation is None else np.array(rotation, dtype=np.float64)
+        if r.shape != (3, 3) or _orthogonality_error(r) > 1e-9 or np.linalg.det(r) < 0:
+            raise TransformError(f"rotation must be a proper (3, 3) rotation matrix, got {r.tolist()}")
+        s_, k_ = float(scale), float(axial_scale)
+        if not (np.isfinite(s_) and s_ > 0 and np.isfinite(k_) and k_ > 0):
+            raise TransformError(f"scale and axial_scale must be positive, got {scale!r}, {axial_scale!r}")
+        t = np.array(translation, dtype=np.float64).reshape(-1)
+        if t.shape != (2,):
+            raise TransformError(f"translation must have 2 values (x, y), got {t.size}")
+        super().__init__(3, source_frame, target_frame)
+        r.setflags(write=False)
+        t.setflags(write=False)
+        self._r, self._s, self._t, self._k = r, s_, t, k_
+        self._k_fitted = bool(axial_fitted)
+
+    @property
+    def ndim_out(self) -> int:
+        return 2
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """``(3, 3)`` rotation."""
+        return self._r
+
+    @property
+    def scale(self) -> float:
+        """Isotropic scale."""
+        return self._s
+
+    @property
+    def translation(self) -> np.ndarray:
+        """``(2,)`` translation, µm."""
+        return self._t
+
+    @property
+    def axial_scale(self) -> float:
+        """Axial (z) scale of the source before rotation."""
+        return self._k
+
+    def _rotated(self, pts):
+        return (pts * [1.0, 1.0, self._k]) @ self._r.T
+
+    def _apply(self, pts):
+        return self._s * self._rotated(pts)[:, :2] + self._t
+
+    def depth(self, points: Any) -> np.ndarray:
+        """Position along the viewing direction (µm, target scale), shape (N,).
+
+        Defined up to a constant (the projection loses it): compare depths, e.g. a target's
+        depth minus the mean depth of the surface beads is its depth below the bead layer.
+        """
+        return self._s * self._rotated(as_points(points, 3))[:, 2]
+
+    def jacobian(self, points: Any) -> np.ndarray:
+        """``(N, 2, 3)`` spatial derivative (constant)."""
+        n = len(as_points(points, 3))
+        j = self._s * (self._r * [1.0, 1.0, self._k])[:2]
+        return np.broadcast_to(j, (n, 2, 3)).copy()
+
+    @property
+    def inverse(self):
+        raise TransformError(
+            "a 3-D -> 2-D projection has no inverse: the depth is lost; use depth() for it"
+        )
+
+    @classmethod
+    def n_params(cls, ndim: int = 3, axial: bool = False) -> int:
+        return 6 + int(axial)
+
+    def param_jacobian(self, points: Any) -> np.ndarray:
+        """``(N, 2, P)``: rotation vector (left perturbation), scale, translation[, axial scale]."""
+        q = as_points(points, 3)
+        u = self._rotated(q)
+        n = len(q)
+        cols = [-self._s * _skew(u)[:, :2, :], u[:, :2, None], np.broadcast_to(np.eye(2), (n, 2, 2))]
+        if self._k_fitted:
+            cols.append((self._s * np.outer(q[:, 2], self._r[:2, 2]))[:, :, None])
+        return np.concatenate(cols, axis=2)
+
+    def _params_dict(self):
+        return {"rotation": self._r.tolist(), "scale": self._s, "translation": self._t.tolist(),
+                "axial_scale": self._k, "axial_fitted": self._k_fitted}
+
+    @classmethod
+    def _from_params(cls, d):
+        return cls(d["rotation"], d["scale"], d["translation"], d.get("axial_scale", 1.0),
+                   d.get("axial_fitted", False), source_frame=d.get("source_frame"),
+                   target_frame=d.get("target_frame"))
+
+    def warm_start(self) -> dict:
+        """Estimation options that start a refit from this solution (used for left-out refits)."""
+        return {"init": self}
+
+    @classmethod
+    def _estimate(cls, src, dst, w, axial_scale: Any = False, init: RigidProjection | None = None,
+                  **kwargs):
+        sols = cls._solve(src, dst, w, axial_scale, init, **kwargs)
+        return sols[0][0] if not isinstance(sols, FailedEstimation) else sols
+
+    @classmethod
+    def solutions(cls, src: Any, dst: Any, weights: Any = None, axial_scale: Any = False,
+                  n_starts: int = 8) -> list[tuple[RigidProjection, float]] | FailedEstimation:
+        """All distinct local optima of the fit, best first, as ``(transform, cost)`` pairs.
+
+        ``cost`` is the weighted sum of squared residuals (µm²). With beads nearly in one
+        plane the second solution (the mirror of the rotation through the image plane) costs
+        about as much as the first: then the data cannot tell them apart.
+        """
+        src_a, dst_a = as_points(src, 3, "src"), as_points(dst, 2, "dst")
+        w = np.ones(len(src_a)) if weights is None else np.asarray(weights, float)
+        return cls._solve(src_a, dst_a, w, axial_scale, None, n_starts=n_starts)
+
+    @classmethod
+    def _solve(cls, src, dst, w, axial_scale, init, n_starts: int = 8):
+        from scipy.optimize import least_squares
+
+        n = len(src)
+        fit_k = axial_scale is True
+        k0 = 1.0 if isinstance(axial_scale, bool) else float(axial_scale)
+        if not (np.isfinite(k0) and k0 > 0):
+            raise TransformError(f"axial_scale must be True, False or a positive number, got {axial_scale!r}")
+        cs = src - np.average(src, axis=0, weights=w)
+        sv = np.linalg.svd(cs, compute_uv=False)
+        if sv[1] <= 1e-9 * max(sv[0], 1e-300):
+            return FailedEstimation("the 3-D landmarks lie on one line; a 3-D-to-2-D fit needs them spread out")
+        if fit_k and sv[2] <= 1e-2 * sv[0]:  # depth spread under 1 % of the lateral spread
+            return FailedEstimation(
+                "the 3-D beads lie in one plane, so the axial scale cannot be fitted; give it as a "
+                "number (axial_scale=0.9) or use beads at different depths"
+            )
+        sw = np.sqrt(w / w.max())
+
+        def unpack(p):
+            k = np.exp(p[6]) if fit_k else k0
+            return _rotvec_to_matrix(p[:3]), np.exp(p[3]), p[4:6], k
+
+        def residuals(p):
+            r, sc, t, k = unpack(p)
+            return ((sc * ((src * [1, 1, k]) @ r.T)[:, :2] + t - dst) * sw[:, None]).ravel()
+
+        starts = []
+        if init is not None:
+            starts += [init.rotation, np.diag([1.0, 1, -1]) @ init.rotation @ np.diag([1.0, 1, -1])]
+            s0 = init.scale
+        else:
+            # affine camera: dst ~ M src + t, rows of M = s * first two rows of R
+            a = np.c_[src * [1, 1, k0], np.ones(n)] * sw[:, None]
+            m, *_ = np.linalg.lstsq(a, dst * sw[:, None], rcond=None)
+            u, sig, vt = np.linalg.svd(m[:3].T, full_matrices=False)  # (2, 3) = s R[:2]
+            rows = u @ vt
+            s0 = float(np.mean(sig)) or 1.0
+            r0 = np.vstack([rows, np.cross(rows[0], rows[1])])
+            starts += [r0, np.diag([1.0, 1, -1]) @ r0 @ np.diag([1.0, 1, -1])]
+            rng = np.random.default_rng(12345)
+            from scipy.spatial.transform import Rotation
+
+            starts += list(Rotation.random(n_starts, random_state=rng).as_matrix())
+            spread = np.sqrt(np.sum(np.var(dst, axis=0)) / max(np.sum(np.var(src[:, :2], axis=0)), 1e-300))
+            s0 = s0 if np.isfinite(s0) and s0 > 0 else spread
+        found = []
+        for r_start in starts:
+            r_start = r_start if np.linalg.det(r_start) > 0 else -r_start
+            rot = r_start
+            proj = s0 * ((src * [1, 1, k0]) @ rot.T)[:, :2]
+            t0 = np.average(dst - proj, axis=0, weights=w)
+            p0 = np.r_[_matrix_to_rotvec(rot), np.log(s0), t0] if not fit_k else np.r_[
+                _matrix_to_rotvec(rot), np.log(s0), t0, np.log(k0)]
+            res = least_squares(residuals, p0, method="lm", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000)
+            r, sc, t, k = unpack(res.x)
+            if not np.all(np.isfinite(res.x)):
+                continue
+            found.append((float(np.sum(res.fun**2)), r, sc, t, k))
+        if not found:
+            return FailedEstimation("the 3-D-to-2-D fit did not converge; check the landmark pairs")
+        found.sort(key=lambda f: f[0])
+        distinct = []
+        for cost, r, sc, t, k in found:
+            if all(np.degrees(np.arccos(np.clip((np.trace(r.T @ d.rotation) - 1) / 2, -1, 1))) > 0.5
+                   for d, _ in distinct):
+                distinct.append((cls(r, sc, t, k, fit_k), cost))
+        return distinct
+
+
 #: Estimable models by the names ``register(model=...)`` accepts.
 MODELS: dict[str, type[Transform]] = {
     "identity": Identity,
@@ -1347,6 +1598,7 @@ MODELS: dict[str, type[Transform]] = {
     "projective": Projective,
     "polynomial": Polynomial,
     "tps": ThinPlateSpline,
+    "rigid-projection": RigidProjection,
 }
 
 

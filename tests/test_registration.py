@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import clemlab as cl
@@ -334,3 +337,94 @@ def test_all_identical_and_mixed_dims():
         Landmarks.from_points(np.zeros((4, 2)), np.zeros((4, 3)))
     with pytest.raises(RegistrationError, match="fle must be a positive number"):
         register(Landmarks.from_points(np.eye(3, 2), np.eye(3, 2)), "translation", fle=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# 3-D LM stack -> 2-D EM/FIB image (issue 7, item 4)
+# ---------------------------------------------------------------------------------------
+def _cryo_trial(rng, n=10, sigma_lm=0.03, sigma_fib=0.01, coplanar=False):
+    rot = Rotation.from_euler("xyz", [rng.uniform(-60, 60), rng.uniform(-60, 60), rng.uniform(-180, 180)],
+                              degrees=True).as_matrix()
+    truth = T.RigidProjection(rot, rng.uniform(0.8, 1.2), rng.uniform(-10, 10, 2))
+    beads = rng.uniform(0, 30, (n, 3)) * [1, 1, 0.0 if coplanar else 0.5]  # beads through 15 µm of depth
+    lm = beads + rng.normal(0, sigma_lm, beads.shape)
+    fib = truth(beads) + rng.normal(0, sigma_fib, (n, 2))
+    return truth, Landmarks.from_points(lm, fib, sigma_src=sigma_lm, sigma_dst=sigma_fib)
+
+
+def _angle(a, b):
+    return np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1)))
+
+
+def test_3d_to_2d_recovers_rotation_and_targets_over_100_trials():
+    rng = np.random.default_rng(60)
+    angles, z2 = [], []
+    for _ in range(100):
+        truth, lms = _cryo_trial(rng, n=int(rng.integers(8, 16)))
+        tf = T.RigidProjection.from_estimate(lms.src(), lms.dst())
+        reg = cl.Registration(tf, lms, "rigid-projection")  # error model without the left-out refits
+        angles.append(_angle(tf.rotation, truth.rotation))
+        targets = rng.uniform(0, 30, (10, 3)) * [1, 1, 0.5]
+        err = np.linalg.norm(reg.map_points(targets) - truth(targets), axis=1)
+        z2.append(np.mean((err / reg.predicted_error(targets)) ** 2))
+    assert max(angles) < 0.5, max(angles)
+    assert 0.8 < np.sqrt(np.mean(z2)) < 1.25
+
+
+def test_3d_to_2d_register_depth_and_left_out_errors():
+    rng = np.random.default_rng(61)
+    truth, lms = _cryo_trial(rng, n=8)
+    reg = register(lms, "rigid-projection")
+    assert reg.model == "rigid-projection" and reg.n_params == 6 and reg.method == "delta"
+    assert np.all(np.isfinite(reg.loo_errors)) and np.all(reg.loo_errors >= reg.residuals * 0.99)
+    target = np.array([[15.0, 15.0, 20.0]])  # deep below the bead layer
+    beads = lms.src()
+    expected = truth.depth(target) - truth.depth(beads).mean()
+    assert reg.depth(target)[0] == pytest.approx(expected[0], abs=0.2)
+    mp = reg.map_points(target, include_target_fle=True, target_sigma=0.1)
+    assert mp.shape == (1, 2) and mp.error[0] > reg.predicted_error(target)[0]
+    assert not reg.ambiguous
+    again = cl.Registration.from_dict(json.loads(json.dumps(reg.to_dict())))
+    np.testing.assert_array_equal(again.transform(target), reg.transform(target))
+
+
+def test_3d_to_2d_coplanar_beads_give_both_solutions():
+    rng = np.random.default_rng(62)
+    truth, lms = _cryo_trial(rng, n=10, coplanar=True)
+    reg = register(lms, "rigid-projection")
+    assert reg.ambiguous and len(reg.alternatives) >= 2
+    (a, ca), (b, cb) = reg.alternatives[:2]
+    assert cb - ca < 9 * reg.fle**2 / 2  # within noise: the data cannot choose
+    assert min(_angle(a.rotation, truth.rotation), _angle(b.rotation, truth.rotation)) < 1.0
+    assert any("cannot tell the rotation from its mirror" in w for w in reg.warnings)
+
+
+def test_3d_to_2d_bad_input():
+    rng = np.random.default_rng(63)
+    truth, lms = _cryo_trial(rng, n=3)
+    with pytest.raises(RegistrationError, match="needs at least 4 point pairs, got 3"):
+        register(lms, "rigid-projection")
+    truth, lms = _cryo_trial(rng, n=8)
+    with pytest.raises(RegistrationError, match="only model='rigid-projection' maps 3-D points to a 2-D image"):
+        register(lms, "affine")
+    with pytest.raises(RegistrationError, match="these landmarks are 2-D"):
+        pts = rng.uniform(0, 10, (5, 2))
+        register(Landmarks.from_points(pts, pts), "rigid-projection")
+    with pytest.raises(cl.LandmarkError, match="2-D source points with 3-D targets"):
+        Landmarks(pd.DataFrame({"name": ["a"], "active": [True], "x_src": [0.0], "y_src": [0.0],
+                                "x_dst": [0.0], "y_dst": [0.0], "z_dst": [0.0]}))
+    flat_truth, flat = _cryo_trial(rng, n=8, coplanar=True)
+    with pytest.raises(RegistrationError, match="in one plane, so the axial scale cannot be fitted"):
+        register(flat, "rigid-projection", axial_scale=True)
+
+
+def test_mixed_landmarks_persist(tmp_path):
+    truth, lms = _cryo_trial(np.random.default_rng(64), n=5)
+    assert lms.ndim == 3 and lms.ndim_dst == 2 and "3-D -> 2-D" in repr(lms)
+    for suffix in (".json", ".csv"):
+        assert Landmarks.read(lms.save(tmp_path / f"m{suffix}")) == lms
+    lms.add([1.0, 2.0, 3.0], [4.0, 5.0])
+    with pytest.raises(cl.LandmarkError, match="needs 3 source and 2 target coordinates"):
+        lms.add([1.0, 2.0], [4.0, 5.0])
+    with pytest.raises(cl.LandmarkError, match="3-D -> 2-D"):
+        lms.to_bigwarp(tmp_path / "x.csv")

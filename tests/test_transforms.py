@@ -378,3 +378,57 @@ def test_tps_smoothing_and_bad_input():
     with pytest.raises(TransformError, match="order must be 2 or 3"):
         T.Polynomial.from_estimate(src, dst, order=5)
     assert "2-D only" in T.Polynomial.from_estimate(np.c_[src, src[:, 0]], np.c_[dst, dst[:, 0]]).reason
+
+
+# ---------------------------------------------------------------------------------------
+# 3-D -> 2-D rigid projection
+# ---------------------------------------------------------------------------------------
+def test_rigid_projection_contract():
+    rng = np.random.default_rng(50)
+    rot = Rotation.random(random_state=3).as_matrix()
+    tf = T.RigidProjection(rot, 1.2, [10.0, -4.0], axial_scale=0.9, source_frame="LM", target_frame="FIB")
+    src = rng.uniform(0, 30, (12, 3))
+    y = tf(src)
+    assert y.shape == (12, 2) and tf.ndim == 3 and tf.ndim_out == 2
+    np.testing.assert_allclose(y, 1.2 * ((src * [1, 1, 0.9]) @ rot.T)[:, :2] + [10, -4])
+    np.testing.assert_allclose(tf.depth(src), 1.2 * ((src * [1, 1, 0.9]) @ rot.T)[:, 2])
+    again = T.transform_from_dict(json.loads(json.dumps(tf.to_dict())))
+    assert again == tf and again.target_frame == "FIB"
+    est = T.RigidProjection.from_estimate(src, y, axial_scale=0.9)
+    np.testing.assert_allclose(est.rotation, rot, atol=1e-8)
+    assert est.scale == pytest.approx(1.2) and est.axial_scale == 0.9
+    fitted_k = T.RigidProjection.from_estimate(src, y, axial_scale=True)
+    assert fitted_k.axial_scale == pytest.approx(0.9, rel=1e-7)
+    # composition with a 2-D map after the projection; no inverse
+    stage = T.Similarity(2.0, 0.1, [1.0, 2.0], source_frame="FIB", target_frame="stage")
+    comp = tf.then(stage)
+    assert comp.ndim == 3 and comp.ndim_out == 2
+    np.testing.assert_allclose(comp(src), stage(y))
+    with pytest.raises(TransformError, match="no inverse"):
+        tf.inverse
+    with pytest.raises(TransformError, match="cannot compose a transform to 2-D points with a 3-D"):
+        tf.then(T.Affine(matrix=np.eye(4)))
+    eps = 1e-6
+    pj = tf.param_jacobian(src[:3])
+    assert pj.shape == (3, 2, 6)
+    num_s = (T.RigidProjection(rot, 1.2 + eps, [10.0, -4.0], 0.9)(src[:3]) - y[:3]) / eps
+    np.testing.assert_allclose(pj[:, :, 3], num_s, atol=1e-5)
+    small = T._rotvec_to_matrix(np.array([0, 0, eps]))
+    num_w = (T.RigidProjection(small @ rot, 1.2, [10.0, -4.0], 0.9)(src[:3]) - y[:3]) / eps
+    np.testing.assert_allclose(pj[:, :, 2], num_w, atol=1e-4)
+
+
+def test_rigid_projection_bad_input():
+    rng = np.random.default_rng(51)
+    src = rng.uniform(0, 30, (6, 3))
+    dst = src[:, :2]
+    few = T.RigidProjection.from_estimate(src[:3], dst[:3])
+    assert not few and "needs at least 4 point pairs" in few.reason
+    line = np.c_[np.arange(5.0), np.arange(5.0), np.arange(5.0)]
+    assert "on one line" in T.RigidProjection.from_estimate(line, line[:, :2]).reason
+    flat = np.c_[src[:, :2], np.zeros(6)]
+    assert "axial scale cannot be fitted" in T.RigidProjection.from_estimate(flat, dst, axial_scale=True).reason
+    with pytest.raises(TransformError, match=r"pairs \(3-D source, 2-D target\)"):
+        T.RigidProjection.from_estimate(src, src)
+    with pytest.raises(TransformError, match="proper"):
+        T.RigidProjection(np.diag([1.0, 1, -1]))
