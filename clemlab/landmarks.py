@@ -224,7 +224,7 @@ class Landmarks:
     def _pts(self, side: str, active_only: bool) -> np.ndarray:
         d = self.ndim if side == "src" else self.ndim_dst
         cols = [f"{a}_{side}" for a in _AXES[:d]]
-        df = self._df[self._df["active"]] if active_only else self._df
+        df = self._df.loc[self.active] if active_only else self._df
         return df[cols].to_numpy(np.float64).reshape(-1, d)
 
     def src(self, active_only: bool = True) -> np.ndarray:
@@ -239,7 +239,7 @@ class Landmarks:
         """``(sigma_src, sigma_dst)`` arrays ``(N,)`` in µm, or None when not stored."""
         if not self.has_sigma:
             return None
-        df = self._df[self._df["active"]] if active_only else self._df
+        df = self._df.loc[self.active] if active_only else self._df
         return df["sigma_src"].to_numpy(float), df["sigma_dst"].to_numpy(float)
 
     def to_dataframe(self) -> pd.DataFrame:

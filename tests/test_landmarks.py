@@ -235,3 +235,11 @@ def test_from_table_with_column_mapping(tmp_path):
         Landmarks.from_table(p)
     with pytest.raises(LandmarkError, match="maps unknown clemlab columns"):
         Landmarks.from_table(p, columns={"xx": "a"})
+
+
+def test_empty_landmarks_have_shaped_arrays():
+    from clemlab import RegistrationError, register
+
+    assert Landmarks().src().shape == (0, 2) and Landmarks(ndim=3, ndim_dst=2).dst().shape == (0, 2)
+    with pytest.raises(RegistrationError, match="needs at least 3 point pairs, got 0"):
+        register(Landmarks())
