@@ -28,6 +28,15 @@ _EXPORTS = {
     "open_image": "io",
     "write_ome_tiff": "io",
     "write_ome_zarr": "io",
+    "read_navigator": "io",
+    "write_navigator": "io",
+    "targets_from_points": "targets",
+    "targets_from_polygons": "targets",
+    "targets_from_mask": "targets",
+    "targets_from_spots": "targets",
+    "map_targets": "targets",
+    "stage_transform": "targets",
+    "plot_targets": "targets",
     "open_montage": "mosaic",
     "mosaic_from_tiles": "mosaic",
     "refine_positions": "mosaic",
@@ -80,7 +89,7 @@ from . import warp as _warp_module  # noqa: E402,F401
 from .warp import correlate, warp  # noqa: E402,F401
 
 
-_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz", "widgets", "mosaic"}
+_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz", "widgets", "mosaic", "targets"}
 
 
 def __getattr__(name: str):
