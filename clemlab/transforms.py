@@ -1035,9 +1035,10 @@ class InverseTransform(Transform):
     """The inverse of a non-linear transform, evaluated by Newton's method.
 
     Starts from a reverse model fitted the other way (e.g. a thin-plate spline from target
-    to source through the same landmarks) and refines each point with Newton steps on the
-    forward map until the step is below 1e-12 of the landmark spread (converges to machine
-    precision inside the landmark hull).
+    to source through the same landmarks) and refines each point with damped Newton steps on
+    the forward map until the residual is below 1e-12 of the coordinates' magnitude (machine
+    precision inside the landmark hull). Where the forward map folds (not invertible), the
+    result is the nearest point Newton reaches.
 
     Parameters
     ----------
@@ -1065,19 +1066,33 @@ class InverseTransform(Transform):
         return self._forward
 
     def _apply(self, pts: np.ndarray, max_iter: int = 50) -> np.ndarray:
+        """Damped Newton: a step that does not reduce the residual is halved (up to 30 times)."""
+        fwd = self._forward
         x = self._guess._apply(pts)
-        scale = max(float(np.ptp(pts, axis=0).max()) if len(pts) > 1 else 0.0, 1.0)
-        todo = np.ones(len(x), bool)
+        r = fwd._apply(x) - pts
+        rn = np.linalg.norm(r, axis=1)
+        tol = 1e-12 * max(1.0, float(np.abs(pts).max(initial=0.0)))
         for _ in range(max_iter):
-            if not todo.any():
+            idx = np.flatnonzero(rn > tol)
+            if idx.size == 0:
                 break
-            xi = x[todo]
-            r = self._forward._apply(xi) - pts[todo]
-            step = np.linalg.solve(self._forward._jacobian(xi), r[:, :, None])[:, :, 0]
-            x[todo] = xi - step
-            small = np.linalg.norm(step, axis=1) <= 1e-13 * scale
-            idx = np.flatnonzero(todo)
-            todo[idx[small]] = False
+            xa, ra = x[idx], r[idx]
+            step = _solve_small(fwd._jacobian(xa), ra)
+            lam = np.ones(idx.size)
+            todo = np.arange(idx.size)
+            for _ in range(30):
+                xn = xa[todo] - lam[todo, None] * step[todo]
+                rnew = fwd._apply(xn) - pts[idx[todo]]
+                nn = np.linalg.norm(rnew, axis=1)
+                ok = nn < rn[idx[todo]]
+                acc = todo[ok]
+                x[idx[acc]], r[idx[acc]], rn[idx[acc]] = xn[ok], rnew[ok], nn[ok]
+                todo = todo[~ok]
+                if todo.size == 0:
+                    break
+                lam[todo] *= 0.5
+            if todo.size == idx.size:  # no point improved: at the precision limit
+                break
         return x
 
     def jacobian(self, points: Any) -> np.ndarray:
@@ -1092,6 +1107,15 @@ class InverseTransform(Transform):
     def _from_params(cls, d):
         return cls(transform_from_dict(d["forward"]), source_frame=d.get("source_frame"),
                    target_frame=d.get("target_frame"))
+
+
+def _solve_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``a[i] x[i] = b[i]`` for stacks of 2x2 (closed form) or DxD systems."""
+    if a.shape[1:] == (2, 2):
+        det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
+        return np.stack([a[:, 1, 1] * b[:, 0] - a[:, 0, 1] * b[:, 1],
+                         a[:, 0, 0] * b[:, 1] - a[:, 1, 0] * b[:, 0]], axis=1) / det[:, None]
+    return np.linalg.solve(a, b[:, :, None])[:, :, 0]
 
 
 def _monomial_exponents(order: int) -> list[tuple[int, int]]:
@@ -1212,12 +1236,20 @@ class Polynomial(_NonLinear):
         return cls(coef.T, order, centre, scale)
 
 
-def _tps_kernel(r: np.ndarray) -> np.ndarray:
-    """``U(r) = r^2 log r`` with ``U(0) = 0`` (the 2-D thin-plate kernel, as BigWarp and
-    scikit-image use, in 2-D and 3-D)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = r * r * np.log(r)
-    return np.where(r > 0, out, 0.0)
+def _tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
+    """``U = r^2 log r`` from squared distances ``d2 = r^2`` (``U(0) = 0``): the 2-D
+    thin-plate kernel, as BigWarp and scikit-image use it, in 2-D and 3-D. In place."""
+    lg = np.zeros_like(d2)
+    np.log(d2, out=lg, where=d2 > 0)
+    d2 *= lg
+    d2 *= 0.5
+    return d2
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import cdist
+
+    return cdist(a, b, "sqeuclidean")
 
 
 class ThinPlateSpline(_NonLinear):
@@ -1270,20 +1302,21 @@ class ThinPlateSpline(_NonLinear):
 
     def _apply(self, pts):
         u = self._u(pts)
-        cu = self._u(self._controls)
-        k = _tps_kernel(np.linalg.norm(u[:, None, :] - cu[None, :, :], axis=2))
-        return k @ self._weights + np.c_[np.ones(len(u)), u] @ self._affine
+        out = _tps_kernel_sq(_sq_dists(u, self._u(self._controls))) @ self._weights
+        return out + u @ self._affine[1:] + self._affine[0]
 
     def _jacobian(self, pts):
         u = self._u(pts)
         cu = self._u(self._controls)
-        diff = u[:, None, :] - cu[None, :, :]  # (N, M, D)
-        r = np.linalg.norm(diff, axis=2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            g = np.where(r > 0, 2 * np.log(r) + 1, 0.0)  # dU/dr / r
-        # d f_k / d u_j = sum_i w_ik g_i diff_ij + A_jk
-        jac = np.einsum("nm,nmj,mk->nkj", g, diff, self._weights) + self._affine[1:].T[None]
-        return jac / self._scale
+        d2 = _sq_dists(u, cu)
+        g = np.zeros_like(d2)
+        np.log(d2, out=g, where=d2 > 0)
+        g[d2 > 0] += 1.0  # (dU/dr) / r = 2 log r + 1 = log r² + 1, zero at the controls
+        # d f_k / d u_j = sum_i w_ik g_i (u_j - c_ij) + A_jk
+        n, d = u.shape
+        wc = (self._weights[:, :, None] * cu[:, None, :]).reshape(len(cu), -1)  # (M, K*J)
+        jac = (g @ self._weights)[:, :, None] * u[:, None, :] - (g @ wc).reshape(n, -1, d)
+        return (jac + self._affine[1:].T[None]) / self._scale
 
     def _reverse_guess(self):
         if self._targets is None:
@@ -1337,7 +1370,7 @@ class ThinPlateSpline(_NonLinear):
         if sv[-1] <= 1e-10 * sv[0]:
             shape = "on one line (collinear)" if d == 2 else "in one plane (coplanar)"
             return FailedEstimation(f"the source landmarks lie {shape}; a thin-plate spline needs its affine part determined")
-        k = _tps_kernel(np.linalg.norm(u[:, None] - u[None], axis=2))
+        k = _tps_kernel_sq(_sq_dists(u, u))
         if smoothing > 0:
             # weighted smoothing: less certain points (small weight) may deviate more
             k = k + smoothing * np.diag(w.max() / w)
