@@ -21,9 +21,6 @@ import numpy as np
 
 __all__ = ["main", "run_demo"]
 
-#: Localisation noise used by the demo (1-sigma per axis, µm): beads in LM, particles in EM.
-DEMO_SIGMA_LM = 0.030
-DEMO_SIGMA_EM = 0.005
 
 
 def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = True) -> dict:
