@@ -22,7 +22,6 @@ import numpy as np
 __all__ = ["main", "run_demo"]
 
 
-
 def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = True) -> dict:
     """Run the demo; returns the figures it printed (errors in nm) and the files written.
 
