@@ -247,25 +247,26 @@ class _Specimen:
 # point placement
 # ---------------------------------------------------------------------------------------
 def _place(rng, n, lo, hi, min_dist, existing=(), accept=None, max_tries=None):
-    """Up to ``n`` uniform random points in the box [lo, hi] (µm), each at least
+    """Up to ``n`` uniform random points in the box [lo, hi] (µm, any dimension), each at least
     ``min_dist`` from every other and from ``existing``; ``accept(points) -> bool mask``
     filters candidates."""
     placed = [np.asarray(p, float) for p in existing]
     start = len(placed)
     tries = max_tries if max_tries is not None else 60 * n + 200
-    cands = rng.uniform(lo, hi, (tries, 2))
+    d = np.size(lo)
+    cands = rng.uniform(lo, hi, (tries, d))
     ok = accept(cands) if accept is not None else np.ones(tries, bool)
-    arr = np.array(placed).reshape(-1, 2)
+    arr = np.array(placed).reshape(-1, d)
     for p, good in zip(cands, ok):
         if len(placed) - start >= n:
             break
         if not good:
             continue
-        if arr.shape[0] and np.min(np.hypot(*(arr - p).T)) < min_dist:
+        if arr.shape[0] and np.min(np.linalg.norm(arr - p, axis=1)) < min_dist:
             continue
         placed.append(p)
         arr = np.vstack([arr, p])
-    return np.array(placed[start:]).reshape(-1, 2)
+    return np.array(placed[start:]).reshape(-1, d)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,18 +275,25 @@ def _place(rng, n, lo, hi, min_dist, existing=(), accept=None, max_tries=None):
 def _add_gaussian_spot(img, cx, cy, sigma, total):
     """Add a pixel-integrated 2-D Gaussian of integral ``total`` centred at the continuous
     pixel position ``(cx, cy)`` (column, row) with std ``sigma`` (pixels)."""
-    h = int(math.ceil(4.5 * sigma)) + 1
-    rows, cols = img.shape
-    j0, j1 = max(int(math.floor(cx)) - h, 0), min(int(math.floor(cx)) + h + 2, cols)
-    i0, i1 = max(int(math.floor(cy)) - h, 0), min(int(math.floor(cy)) + h + 2, rows)
-    if j0 >= j1 or i0 >= i1:
-        return
-    s = math.sqrt(2.0) * sigma
-    jx = np.arange(j0, j1 + 1) - 0.5 - cx
-    iy = np.arange(i0, i1 + 1) - 0.5 - cy
-    ex = np.diff(erf(jx / s)) / 2
-    ey = np.diff(erf(iy / s)) / 2
-    img[i0:i1, j0:j1] += total * np.outer(ey, ex)
+    _add_gaussian_blob(img, (cy, cx), (sigma, sigma), total)
+
+
+def _add_gaussian_blob(img, centre, sigma, total):
+    """Add a pixel-integrated N-D Gaussian of integral ``total``; ``centre`` and ``sigma``
+    (pixels) in array index order (e.g. ``(z, y, x)``)."""
+    slices, profiles = [], []
+    for n, c, sg in zip(img.shape, centre, sigma):
+        h = int(math.ceil(4.5 * sg)) + 1
+        a0, a1 = max(int(math.floor(c)) - h, 0), min(int(math.floor(c)) + h + 2, n)
+        if a0 >= a1:
+            return
+        edges = np.arange(a0, a1 + 1) - 0.5 - c
+        profiles.append(np.diff(erf(edges / (math.sqrt(2.0) * sg))) / 2)
+        slices.append(slice(a0, a1))
+    prof = profiles[0]
+    for f in profiles[1:]:
+        prof = np.multiply.outer(prof, f)
+    img[tuple(slices)] += total * prof
 
 
 def _window(shape, cx, cy, half):
@@ -870,3 +878,114 @@ def synthetic_clem_small(seed: int = 0, *, mirror: bool = False, **kwargs: Any) 
                                 lm_pixel_size=0.1, em_pixel_size=0.01)
     opts.update(kwargs)
     return synthetic_clem(seed, mirror=mirror, **opts)
+
+
+# ---------------------------------------------------------------------------------------
+# cryo-CLEM: a 3-D LM stack and a tilted 2-D FIB view
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SyntheticCryo:
+    """A synthetic 3-D LM stack, a 2-D FIB image of the same sample, and the ground truth.
+
+    Attributes
+    ----------
+    lm : xarray.DataArray, dims (c, z, y, x), uint16
+        Confocal-like stack; channels ``"beads"`` and ``"target"``; µm, LM frame.
+    fib : xarray.DataArray, dims (y, x), uint8
+        Ion-beam image of the tilted sample; beads bright; µm, FIB frame.
+    transform : clemlab.transforms.RigidProjection
+        True map from LM-frame 3-D points to FIB-frame 2-D points.
+    beads_lm, beads_fib : numpy.ndarray, shapes (N, 3) and (N, 2)
+        True bead centres, µm, ``(x, y, z)`` and ``(x, y)``.
+    targets_lm, targets_fib : numpy.ndarray, shapes (K, 3) and (K, 2)
+        True centres of the target spots, µm.
+    target_depth : numpy.ndarray, shape (K,)
+        True depth of each target below the mean bead depth along the ion beam, µm.
+    params : dict
+        Rendering parameters.
+    """
+
+    lm: xr.DataArray
+    fib: xr.DataArray
+    transform: _tf.RigidProjection
+    beads_lm: np.ndarray
+    beads_fib: np.ndarray
+    targets_lm: np.ndarray
+    targets_fib: np.ndarray
+    target_depth: np.ndarray
+    params: dict = field(default_factory=dict)
+
+
+def synthetic_cryo(seed: int = 0, *, n_beads: int = 10, n_targets: int = 2, tilt_deg: float = 52.0,
+                   lm_shape: tuple[int, int, int] = (32, 160, 160),
+                   lm_pixel_size: tuple[float, float] = (0.25, 0.1), fib_shape: tuple[int, int] = (512, 512),
+                   fib_pixel_size: float = 0.03, bead_photons: float = 4000.0,
+                   background_photons: float = 8.0) -> SyntheticCryo:
+    """Render a cryo-CLEM pair: 3-D LM stack with beads at several depths and a target, and
+    the 2-D FIB view of the sample tilted by ``tilt_deg`` (a 3-D-to-2-D correlation problem).
+
+    Parameters
+    ----------
+    seed : int
+        Deterministic per seed.
+    n_beads, n_targets : int
+        Beads (>= 4) and target spots.
+    tilt_deg : float
+        Angle between the ion beam and the LM optical axis, degrees.
+    lm_shape : (nz, ny, nx)
+    lm_pixel_size : (dz, dxy)
+        µm.
+    fib_shape : (ny, nx)
+    fib_pixel_size : float
+        µm.
+    bead_photons, background_photons : float
+        Photons per bead and per background voxel (Poisson noise).
+
+    Returns
+    -------
+    SyntheticCryo
+    """
+    from scipy.spatial.transform import Rotation
+
+    n_beads = _int(n_beads, "n_beads", 4)
+    n_targets = _int(n_targets, "n_targets", 0)
+    dz, dxy = (_positive(v, "lm_pixel_size") for v in lm_pixel_size)
+    fps = _positive(fib_pixel_size, "fib_pixel_size")
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = (int(v) for v in lm_shape)
+    ext = np.array([nx * dxy, ny * dxy, nz * dz])  # (x, y, z) µm
+    lo, hi = np.array([1.5, 1.5, 1.2]), ext - np.array([1.5, 1.5, 1.2])
+    if np.any(hi <= lo):
+        raise ImageError(f"lm_shape {lm_shape} is too small for beads away from the borders")
+    pts = _place(rng, n_beads + n_targets, lo, hi, 1.0)
+    if len(pts) < n_beads + n_targets:
+        raise ImageError("could not place that many well-separated beads; use a larger lm_shape")
+    beads, targets = pts[:n_beads], pts[n_beads:]
+    # LM: anisotropic PSF (confocal-like), Poisson noise, camera offset
+    sig = np.array([0.35, 0.12, 0.12]) / np.array([dz, dxy, dxy])  # (z, y, x) px
+    stack = np.full((2, nz, ny, nx), background_photons, dtype=np.float64)
+    for c, group in ((0, beads), (1, targets)):
+        for x, y, z in group:
+            _add_gaussian_blob(stack[c], (z / dz, y / dxy, x / dxy), sig, bead_photons)
+    counts = rng.poisson(stack).astype(np.float64) + 100.0
+    lm = as_image(np.clip(counts, 0, 65535).astype(np.uint16), pixel_size=(dz, dxy, dxy),
+                  dims=("c", "z", "y", "x"), channels=["beads", "target"], modality="LM", frame="LM",
+                  colors={"beads": "#ff00ff", "target": "#00ff00"})
+    # FIB: the sample tilted about x by the milling angle and turned in plane
+    rot = Rotation.from_euler("xz", [tilt_deg, rng.uniform(-30, 30)], degrees=True).as_matrix()
+    fy, fx = (int(v) for v in fib_shape)
+    centre_proj = ((ext / 2) @ rot.T)[:2]
+    truth = _tf.RigidProjection(rot, 1.0, np.array([fx, fy]) * fps / 2 - centre_proj,
+                                source_frame="LM", target_frame="FIB")
+    beads_fib, targets_fib = truth(beads), truth(targets) if len(targets) else np.zeros((0, 2))
+    fib = 100 + 15 * _smooth_noise(rng, (fy, fx), 20.0).astype(np.float64)  # ice/organelle texture
+    bs = 0.1 / fps  # bead image sigma, px
+    for x, y in beads_fib:
+        _add_gaussian_blob(fib, (y / fps, x / fps), (bs, bs), 90 * 2 * np.pi * bs**2)  # peak +90
+    fib = np.clip(fib + rng.normal(0, 8, fib.shape), 0, 255).astype(np.uint8)
+    fib_img = as_image(fib, pixel_size=fps, modality="FIB", frame="FIB")
+    depth = truth.depth(targets) - truth.depth(beads).mean() if len(targets) else np.zeros(0)
+    params = {"tilt_deg": float(tilt_deg), "psf_sigma_um_zyx": [0.35, 0.12, 0.12],
+              "bead_photons": float(bead_photons), "background_photons": float(background_photons),
+              "camera_offset_adu": 100.0, "fib_pixel_size_um": fps}
+    return SyntheticCryo(lm, fib_img, truth, beads, beads_fib, targets, targets_fib, depth, params)

@@ -349,3 +349,26 @@ def test_em_nuclei_match_lm_nuclei_through_true_transform(default):
     wrong = _nuclei_em_correlation(default, rot90.then(default.transform.inverse))
     assert good > 0.4
     assert good > wrong + 0.1
+
+
+def test_synthetic_cryo_geometry_and_rendering():
+    from clemlab.datasets import synthetic_cryo
+
+    s = synthetic_cryo(seed=1)
+    assert s.lm.dims == ("c", "z", "y", "x") and list(s.lm.c.values) == ["beads", "target"]
+    assert s.fib.dims == ("y", "x") and s.fib.clem.frame == "FIB"
+    np.testing.assert_allclose(s.transform(s.beads_lm), s.beads_fib)
+    np.testing.assert_allclose(s.target_depth, s.transform.depth(s.targets_lm) - s.transform.depth(s.beads_lm).mean())
+    # beads are where they are said to be: brightest voxel next to each true centre
+    beads = s.lm.sel(c="beads")
+    for x, y, z in s.beads_lm:
+        win = beads.sel(x=slice(x - 0.3, x + 0.3), y=slice(y - 0.3, y + 0.3), z=slice(z - 0.6, z + 0.6))
+        peak = win.where(win == win.max(), drop=True)
+        assert abs(float(peak.x[0]) - x) <= 0.1 and abs(float(peak.z[0]) - z) <= 0.25
+    fib = s.fib.values.astype(float)
+    for x, y in s.beads_fib:  # bright in the FIB view
+        i, j = int(round(y / 0.03)), int(round(x / 0.03))
+        assert fib[i - 1 : i + 2, j - 1 : j + 2].mean() > np.median(fib) + 40
+    assert np.array_equal(synthetic_cryo(seed=1).lm.values, s.lm.values)
+    with pytest.raises(ImageError, match="n_beads"):
+        synthetic_cryo(n_beads=2)
