@@ -652,7 +652,8 @@ class Registration:
         sigma2 = self.fle**2 / self._dst.shape[1]
         return (alts[1][1] - alts[0][1]) < 9.0 * sigma2
 
-    def error_map(self, like: Any, step: int | None = None, include_target_fle: bool = False):
+    def error_map(self, like: Any, step: int | None = None, include_target_fle: bool = False,
+                  frame: str | None = None):
         """Predicted TRE on the grid of an image, as a DataArray.
 
         Parameters
@@ -667,6 +668,9 @@ class Registration:
         step : int, optional
         include_target_fle : bool
             As for :meth:`predicted_error`.
+        frame : {"source", "target"}, optional
+            Which frame ``like``'s coords are in; default: ``"target"`` when its ``frame`` attr
+            equals the landmarks' target frame, else ``"source"``.
 
         Returns
         -------
@@ -682,7 +686,12 @@ class Registration:
         grid = like.isel(y=slice(None, None, step), x=slice(None, None, step))
         yy, xx = np.meshgrid(grid.y.values, grid.x.values, indexing="ij")
         pts = np.c_[xx.ravel(), yy.ravel()]
-        if like.attrs.get("frame") is not None and like.attrs.get("frame") == self.landmarks.target_frame:
+        if frame is None:
+            on_target = like.attrs.get("frame") is not None and like.attrs.get("frame") == self.landmarks.target_frame
+            frame = "target" if on_target else "source"
+        if frame not in ("source", "target"):
+            raise RegistrationError(f"frame must be 'source' or 'target', got {frame!r}")
+        if frame == "target":
             pts = self.transform.inverse(pts)
         err = self.predicted_error(pts, include_target_fle=include_target_fle)
         import xarray as xr

@@ -444,3 +444,24 @@ def test_overlay_from_em_lm_registration_draws_residual_arrows(sample):
         assert ov._arrows is None
     finally:
         ov.close()
+
+
+def test_overlay_predicted_error_contours(sample):
+    rng = np.random.default_rng(4)
+    noisy = sample.fiducials_em + rng.normal(0, 0.005, sample.fiducials_em.shape)
+    reg = register(Landmarks.from_points(sample.fiducials_lm, noisy))
+    ov = OverlayViewer(sample.em, sample.lm, reg)
+    try:
+        assert ov._contours is None and not ov.error_checkbox.disabled
+        ov.error_checkbox.value = True
+        levels = ov._contours.levels
+        # the contoured field is the registration's mapping error at EM positions, in nm
+        em = ov._error_map
+        q = np.array([[float(em.x[5]), float(em.y[9])]])
+        assert float(em[9, 5]) == pytest.approx(reg.predicted_error(reg.transform.inverse(q))[0] * 1e3)
+        assert len(levels) >= 3 and levels.min() < float(em.max()) and levels.max() > float(em.min())
+        assert em.attrs["units"] == "nm"
+        ov.error_checkbox.value = False
+        assert ov._contours is None
+    finally:
+        ov.close()

@@ -95,6 +95,8 @@ class OverlayViewer:
         self._lm_view = ViewImage(ax, self._lm, self._render_lm, zorder=1)
         self._scale_artists: list = []
         self._arrows = None
+        self._contours = None
+        self._error_map = None
         self._lim_cid = ax.callbacks.connect("xlim_changed", lambda _a: self._draw_scale_bar())
 
         # -- controls -----------------------------------------------------------------------
@@ -121,6 +123,9 @@ class OverlayViewer:
                                           description="landmark residual arrows", indent=False,
                                           disabled=self.registration is None)
         self.arrows_checkbox.observe(lambda ch: self._set(), names="value")
+        self.error_checkbox = w.Checkbox(value=False, description="predicted error contours (nm)",
+                                         indent=False, disabled=self.registration is None)
+        self.error_checkbox.observe(lambda ch: self._set(), names="value")
         self.png_path = w.Text(value="overlay.png", description="file", layout=w.Layout(width="260px"))
         self.save_button = w.Button(description="Save PNG", icon="download")
         self.save_button.on_click(lambda _b: self._save_clicked())
@@ -128,7 +133,7 @@ class OverlayViewer:
         self.image_checksum = w.Label()
         self.widget = w.VBox([
             fig.canvas,
-            w.HBox([self.opacity_slider, self.em_contrast_slider, self.arrows_checkbox]),
+            w.HBox([self.opacity_slider, self.em_contrast_slider, self.arrows_checkbox, self.error_checkbox]),
             w.VBox(rows),
             w.HBox([self.png_path, self.save_button, self.saved]),
             self.image_checksum,
@@ -205,6 +210,7 @@ class OverlayViewer:
             self._em_view.rerender()
         self._lm_view.rerender()
         self._draw_arrows()
+        self._draw_error_contours()
         self._render()
 
     def _draw_arrows(self) -> None:
@@ -223,6 +229,22 @@ class OverlayViewer:
                                       angles="xy", scale_units="xy", scale=1, color="#ffff00",
                                       width=0.004, zorder=3)
         self._arrow_gain = gain
+
+    def _draw_error_contours(self) -> None:
+        """Contours of the registration's predicted mapping error over the EM field (nm)."""
+        if self._contours is not None:
+            self._contours.remove()
+            self._contours = None
+        reg = self.registration
+        if reg is None or not self.error_checkbox.value:
+            return
+        if self._error_map is None:  # computed once: it depends on the registration only
+            err_um = reg.error_map(self.corr["EM"], frame="target")
+            self._error_map = (err_um * 1e3).assign_attrs({**err_um.attrs, "units": "nm"})
+        err = self._error_map
+        self._contours = self.ax.contour(err.x.values, err.y.values, err.values, levels=8,
+                                         colors="#00ffff", linewidths=0.8, zorder=2)
+        self.ax.clabel(self._contours, fmt="%.0f nm", fontsize=7)
 
     def _draw_scale_bar(self) -> None:
         for a in self._scale_artists:
