@@ -146,7 +146,7 @@ def test_check_image_rejects_non_images():
 def test_import_is_light():
     code = (
         "import sys, clemlab\n"
-        "heavy = [m for m in ('matplotlib', 'ipywidgets', 'distributed', 'rsciio', 'tifffile', 'mrcfile', 'ipympl') if m in sys.modules]\n"
+        "heavy = [m for m in ('matplotlib', 'ipywidgets', 'distributed', 'rsciio', 'tifffile', 'mrcfile', 'ipympl', 'cv2', 'zarr', 'skimage', 'scipy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "clemlab.Affine; clemlab.Landmarks\n"
         "assert 'matplotlib' not in sys.modules\n"
