@@ -231,3 +231,20 @@ class ViewImage:
         for cid in self._cids:
             self.ax.callbacks.disconnect(cid)
         self._cids = []
+
+
+def close_figure(fig) -> None:
+    """Close a widget figure: its toolbar, its canvas, and its artists."""
+    toolbar = getattr(fig.canvas, "toolbar", None)
+    if toolbar is not None and hasattr(toolbar, "close"):
+        toolbar.close()
+    if hasattr(fig.canvas, "close"):
+        fig.canvas.close()
+    fig.clear()
+
+
+def close_tree(widget) -> None:
+    """Close an ipywidgets widget and all its descendants."""
+    for child in getattr(widget, "children", ()):
+        close_tree(child)
+    widget.close()

@@ -12,7 +12,8 @@ import xarray as xr
 from ..errors import ImageError
 from ..registration import Registration
 from ..viz import add_scale_bar, stretch
-from ._display import ViewImage, as_levels, checksum, new_widget_figure, tinted_composite
+from ._display import (ViewImage, as_levels, checksum, close_figure, close_tree, new_widget_figure,
+                       tinted_composite)
 
 __all__ = ["OverlayViewer"]
 
@@ -177,16 +178,8 @@ class OverlayViewer:
         self.ax.callbacks.disconnect(self._lim_cid)
         self._em_view.disconnect()
         self._lm_view.disconnect()
-        canvas = self.figure.canvas
-        toolbar = getattr(canvas, "toolbar", None)
-        if toolbar is not None and hasattr(toolbar, "close"):
-            toolbar.close()
-        stack = [self.widget]
-        while stack:
-            wdg = stack.pop()
-            stack.extend(getattr(wdg, "children", ()))
-            wdg.close()
-        self.figure.clear()
+        close_figure(self.figure)
+        close_tree(self.widget)
 
     # -- drawing --------------------------------------------------------------------------------
     def _render_lm(self, data: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import LandmarkError
 from ..landmarks import Landmarks
 from ..viz import stretch
-from ._display import ViewImage, as_levels, new_widget_figure, tinted_composite
+from ._display import ViewImage, as_levels, close_figure, close_tree, new_widget_figure, tinted_composite
 from ._logic import VIEWS, PickerLogic
 
 __all__ = ["LandmarkPicker", "initial_landmarks"]
@@ -226,12 +226,8 @@ class LandmarkPicker:
             for cid in self._cids[view]:
                 fig.canvas.mpl_disconnect(cid)
             self._views[view].disconnect()
-            toolbar = getattr(fig.canvas, "toolbar", None)
-            if toolbar is not None and hasattr(toolbar, "close"):
-                toolbar.close()
-            fig.canvas.close()
-            fig.clear()
-        _close_tree(self.widget)
+            close_figure(fig)
+        close_tree(self.widget)
         self._views.clear()
         self._art.clear()
 
@@ -428,12 +424,6 @@ class LandmarkPicker:
         ax.set_xlim(x + (x0 - x) * f, x + (x1 - x) * f)
         ax.set_ylim(y + (y0 - y) * f, y + (y1 - y) * f)
         self._figs[view].canvas.draw_idle()
-
-
-def _close_tree(widget) -> None:
-    for child in getattr(widget, "children", ()):
-        _close_tree(child)
-    widget.close()
 
 
 def _table_html(lg: PickerLogic) -> str:
