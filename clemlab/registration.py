@@ -353,13 +353,17 @@ class MappedPoints(np.ndarray):
         Error covariance, µm².
     outside_hull : numpy.ndarray of bool, shape (N,)
         True where the source point lies outside the landmarks' convex hull (extrapolation).
+    dof : float
+        Degrees of freedom of the noise estimate behind ``covariance`` (``inf`` when the
+        localisation error was known rather than estimated from residuals).
     """
 
-    def __new__(cls, points, error, covariance, outside_hull):
+    def __new__(cls, points, error, covariance, outside_hull, dof=np.inf):
         obj = np.asarray(points, dtype=np.float64).view(cls)
         obj.error = np.asarray(error, dtype=np.float64)
         obj.covariance = np.asarray(covariance, dtype=np.float64)
         obj.outside_hull = np.asarray(outside_hull, dtype=bool)
+        obj.dof = float(dof)
         return obj
 
     def __array_finalize__(self, obj):
@@ -368,16 +372,24 @@ class MappedPoints(np.ndarray):
         same = getattr(obj, "shape", None) == self.shape
         for name in ("error", "covariance", "outside_hull"):
             setattr(self, name, getattr(obj, name, None) if same else None)
+        self.dof = getattr(obj, "dof", np.inf)
 
     def ellipses(self, confidence: float = 0.95) -> np.ndarray:
         """Semi-axes of the 2-D/3-D confidence ellipse(s): ``(N, D)`` lengths in µm (largest
-        first) and ``(N, D, D)`` directions (columns), as a tuple."""
-        from scipy.stats import chi2
+        first) and ``(N, D, D)`` directions (columns), as a tuple.
+
+        With a known noise level the squared Mahalanobis radius is the chi-square quantile
+        ``chi2(confidence; D)``; when the noise was estimated from ``dof`` residual degrees of
+        freedom, the estimate's own uncertainty widens it to ``D F(confidence; D, dof)``
+        (Hotelling), which keeps the stated coverage with few landmarks.
+        """
+        from scipy.stats import chi2, f
 
         d = self.shape[1]
         vals, vecs = np.linalg.eigh(self.covariance)
         vals, vecs = vals[:, ::-1], vecs[:, :, ::-1]
-        return np.sqrt(np.maximum(vals, 0) * chi2.ppf(confidence, d)), vecs
+        q = chi2.ppf(confidence, d) if not np.isfinite(self.dof) else d * f.ppf(confidence, d, self.dof)
+        return np.sqrt(np.maximum(vals, 0) * q), vecs
 
     def to_dataframe(self):
         """Table with columns ``x, y[, z]`` (µm), ``error`` (µm), ``outside_hull``."""
@@ -629,7 +641,17 @@ class Registration:
             inside = _convex_hull_test(mapped, self._dst)
         else:
             inside = _convex_hull_test(q, self._src)
-        return MappedPoints(mapped, err, cov, ~inside)
+        return MappedPoints(mapped, err, cov, ~inside, dof=self.noise_dof)
+
+    @property
+    def noise_dof(self) -> float:
+        """Degrees of freedom of the localisation-error estimate (``inf`` when known)."""
+        n, k = self._dst.shape
+        if self.fle_source == "residuals":
+            return float(k * n - self.n_params)
+        if self.fle_source == "affine residuals":
+            return float(k * n - _tf.Affine.n_params(k))
+        return float("inf")
 
     def depth(self, points: Any) -> np.ndarray:
         """Depth below the landmark (bead) layer along the viewing direction, µm (projections).

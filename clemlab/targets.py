@@ -396,7 +396,7 @@ def map_targets(reg: Any, targets: pd.DataFrame, *, em: Any = None, stage: _tf.T
         cov = np.einsum("ij,njk,lk->nil", lin, cov, lin)
         outlines = [None if o is None else stage(o) for o in outlines]
         frame = stage.target_frame or "stage"
-    mapped = MappedPoints(pts, np.sqrt(np.trace(cov, axis1=1, axis2=2)), cov, hull)
+    mapped = MappedPoints(pts, np.sqrt(np.trace(cov, axis1=1, axis2=2)), cov, hull, dof=reg.noise_dof)
     axes, dirs = mapped.ellipses(confidence)
     out = pd.DataFrame({"name": df["name"].astype(str).to_numpy(),
                         "kind": df["kind"].to_numpy() if "kind" in df.columns else "point"})

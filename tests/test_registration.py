@@ -192,7 +192,14 @@ def test_map_points_carries_errors_and_flags_extrapolation():
     assert mp.outside_hull.tolist() == [False, True] and mp.error[1] > 5 * mp.error[0]
     axes, dirs = mp.ellipses(0.95)
     assert axes.shape == (2, 2) and np.all(axes[:, 0] >= axes[:, 1])
-    np.testing.assert_allclose(np.sum(axes**2, axis=1), 5.991464547 * mp.error**2, rtol=1e-6)
+    # noise estimated from 12 pairs (dof 24 - 6): Hotelling's 2 F(0.95; 2, 18), not chi2's 5.99
+    from scipy.stats import f
+
+    assert mp.dof == 18
+    np.testing.assert_allclose(np.sum(axes**2, axis=1), 2 * f.ppf(0.95, 2, 18) * mp.error**2, rtol=1e-6)
+    known = register(Landmarks.from_points(src, dst), fle=0.03).map_points(q)
+    axes_k, _ = known.ellipses(0.95)
+    np.testing.assert_allclose(np.sum(axes_k**2, axis=1), 5.991464547 * known.error**2, rtol=1e-6)
     df = mp.to_dataframe()
     assert list(df.columns) == ["x", "y", "error", "outside_hull"]
     withfle = reg.map_points(q, include_target_fle=True, target_sigma=0.05)
