@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -376,27 +375,14 @@ def read_mdoc(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     sections : list of dict
         Each ``{"_kind": "ZValue" | "MontSection" | ..., "_index": int, key: value string}``.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(errors="replace")
-    except OSError as exc:
-        raise FileFormatError(f"cannot read mdoc '{p}': {exc.strerror}") from None
-    header: dict = {}
-    sections: list[dict] = []
-    cur = header
-    for line in text.splitlines():
-        line = line.strip()
-        m = re.match(r"^\[(\w+)\s*=\s*(.*)\]$", line)
-        if m:
-            if m.group(1) == "T":
-                continue
-            cur = {"_kind": m.group(1), "_index": int(m.group(2)) if m.group(2).strip().lstrip("-").isdigit() else m.group(2)}
-            sections.append(cur)
-            continue
-        if "=" in line:
-            k, v = line.split("=", 1)
-            cur[k.strip()] = v.strip()
-    return header, sections
+    from .io.serialem import read_autodoc
+
+    doc = read_autodoc(path)
+    sections = [{"_kind": sec.kind,
+                 "_index": int(sec.name) if sec.name.strip().lstrip("-").isdigit() else sec.name,
+                 **sec.to_dict()}
+                for sec in doc.sections[1:] if sec.kind != "T"]
+    return doc.header.to_dict(), sections
 
 
 def _nums(s: str) -> list[float]:

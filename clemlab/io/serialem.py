@@ -249,9 +249,7 @@ def _read_text(path: str | os.PathLike, what: str) -> tuple[Path, str]:
 def read_autodoc(path: str | os.PathLike) -> Autodoc:
     """Read a SerialEM autodoc file (``.mdoc``, ``.idoc``, text ``.nav``); see :func:`parse_autodoc`.
 
-    ``clemlab.mosaic.read_mdoc`` returns the same information as
-    ``(doc.header.to_dict(), [s.to_dict() | {"_kind": s.kind, "_index": ...} for s in
-    doc.sections[1:] if s.kind != "T"])``.
+    (:func:`clemlab.mosaic.read_mdoc` is a thin view of this for montage assembly.)
     """
     from . import fmt_path
 
