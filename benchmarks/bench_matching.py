@@ -20,35 +20,17 @@ import time
 import numpy as np
 
 import clemlab as cl
+from clemlab.datasets import matching_trial
 
 NOISE = 0.020  # µm
-
-
-def trial(seed, n=200):
-    rng = np.random.default_rng(seed)
-    lm = rng.uniform(0, 200, (n, 2))
-    mirror = bool(seed % 2)
-    tf = cl.Similarity(scale=rng.uniform(0.5, 2), rotation=rng.uniform(0, 2 * np.pi),
-                       translation=rng.uniform(-100, 100, 2))
-    flip = np.diag([-1.0, 1.0]) if mirror else np.eye(2)
-    k = int(rng.uniform(0.6, 0.8) * n)
-    seen = rng.permutation(n)[:k]
-    em_true = tf(lm[seen] @ flip.T)
-    spurious = rng.uniform(em_true.min(0), em_true.max(0), (int(rng.uniform(0.2, 0.4) * k), 2))
-    em = np.vstack([em_true, spurious])
-    perm = rng.permutation(len(em))
-    where = np.argsort(perm)
-    truth = {int(seen[q]): int(where[q]) for q in range(k)}
-    true_map = lambda p: tf(p @ flip.T)  # noqa: E731
-    return (lm + rng.normal(0, NOISE, lm.shape), em[perm] + rng.normal(0, NOISE, em.shape),
-            truth, true_map, tf.scale)
 
 
 def main(n_trials):
     times, base_times, ok, wrong_pairs, tre_ratio = [], [], 0, 0, []
     failures = []
     for seed in range(n_trials):
-        lm, em, truth, true_map, _ = trial(seed)
+        t = matching_trial(seed, mirror=bool(seed % 2), noise=NOISE)
+        lm, em, truth, true_map = t.lm, t.em, t.truth, t.true_map
         t0 = time.perf_counter()
         try:
             m = cl.match_fiducials(lm, em)

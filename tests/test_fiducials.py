@@ -11,6 +11,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import clemlab as cl
+from clemlab.datasets import matching_trial
 from clemlab._localize import crlb_gaussian, model_and_jacobian
 from clemlab.datasets import synthetic_clem_small
 from clemlab.errors import ImageError, RegistrationError
@@ -203,23 +204,9 @@ def test_detect_bad_arguments():
 
 
 # ----------------------------------------------------------------------------- matching
-def _trial(seed, n=200, mirror=None):
-    rng = np.random.default_rng(seed)
-    lm = rng.uniform(0, 200, (n, 2))
-    mirror = bool(rng.random() < 0.5) if mirror is None else mirror
-    tf = cl.Similarity(scale=rng.uniform(0.5, 2), rotation=rng.uniform(0, 2 * np.pi),
-                       translation=rng.uniform(-50, 50, 2))
-    flip = np.diag([-1.0, 1.0]) if mirror else np.eye(2)
-    k = int(rng.uniform(0.6, 0.8) * n)
-    seen = rng.permutation(n)[:k]
-    em_true = tf(lm[seen] @ flip.T)
-    spurious = rng.uniform(em_true.min(0), em_true.max(0), (int(rng.uniform(0.2, 0.4) * k), 2))
-    em = np.vstack([em_true, spurious])
-    perm = rng.permutation(len(em))
-    em = em[perm]
-    where = np.argsort(perm)  # row of em holding em_true[q] is where[q]
-    truth = {int(seen[q]): int(where[q]) for q in range(k)}
-    return (lm + rng.normal(0, 0.02, lm.shape), em + rng.normal(0, 0.02, em.shape), truth, mirror, tf)
+def _trial(seed, mirror=None):
+    t = matching_trial(seed, mirror=mirror, shift=50.0)
+    return t.lm, t.em, t.truth, t.mirrored, t.transform
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
