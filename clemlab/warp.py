@@ -13,7 +13,8 @@ chunks that cover that footprint, assembles them and resamples:
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
   ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix; ``cv2.remap``
   for non-linear transforms). Non-linear maps are evaluated exactly on a coarse node grid per
-  chunk and bilinearly upsampled; the node spacing is halved until the deviation at every
+  chunk and bilinearly upsampled (a strip of rows at a time, so the full-resolution map never
+  exists); the node spacing (128 px at most) shrinks until the deviation at every
   cell centre (where bilinear interpolation errs most for smooth maps) is below
   :data:`MAP_TOLERANCE_PX` = 0.025 px; ``cv2.remap`` itself samples at 1/32 px, so sampled
   positions sit within 0.025 + 1/64·√2 < 0.05 px of the exact transform (tested).
@@ -31,8 +32,10 @@ relative); within one pixel of the source edge OpenCV blends with ``fill`` where
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import threading
 import warnings
 from typing import Any
 
@@ -53,6 +56,8 @@ DEFAULT_CHUNK = {2: 2048, 3: 128}
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 _CV_MAX_SIDE = 32767  # OpenCV's limit on image sides (SHRT_MAX)
 _FOOTPRINT_SIDE = 8192  # default chunks shrink so that footprints stay below this side
+_MAX_SPACING = 128  # coarsest node spacing tried (px)
+_STRIP_ROWS = 256  # output rows per remap strip
 
 
 def _as_transform(transform: Any) -> _tf.Transform:
@@ -182,6 +187,37 @@ def _upsample(nodes: np.ndarray, spacing: int, shape: tuple[int, int]) -> np.nda
     return full[spacing : spacing + shape[0], spacing : spacing + shape[1]]
 
 
+def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
+                  origin: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> tuple[np.ndarray, int, float]:
+    """Exact source indices at the coarse nodes of a 2-D chunk (see :func:`coarse_map`).
+
+    Returns the node values ``(my, mx, 2)`` (source ``(row, col)`` minus ``origin``, float64,
+    laid out as :func:`node_positions`), the spacing and the error; for spacing 1 the values
+    are those of the ``shape`` pixels themselves.
+    """
+    spacing = _MAX_SPACING
+    while True:
+        g = max(1, min(spacing, max(shape)))
+        ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
+        pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
+        vals = (index_map(pts, start) - origin).reshape(ry.size, rx.size, 2)
+        if g == 1:
+            return vals[1 : 1 + shape[0], 1 : 1 + shape[1]], 1, 0.0
+        cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2
+        cpts = np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)
+        exact = (index_map(cpts, start) - origin).reshape(cy.size, cx.size, 2)
+        interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
+        err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
+        if err <= tol or g <= 2:
+            if err > tol:  # spacing 2 still too coarse: evaluate every pixel
+                spacing = 1
+                continue
+            return vals, g, err
+        # bilinear error grows as g^2: jump to the spacing predicted to pass (with 20 % slack)
+        predicted = g * math.sqrt(tol / err) / 1.2
+        spacing = max(2, min(g // 2, 2 ** int(math.floor(math.log2(max(predicted, 1.0))))))
+
+
 def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
                origin: np.ndarray, dtype: Any = np.float32,
                tol: float = MAP_TOLERANCE_PX) -> tuple[np.ndarray, int, float]:
@@ -206,37 +242,102 @@ def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, i
     maps : numpy.ndarray, shape (rows, cols, 2)
         Source ``(row, col)`` indices relative to ``origin``.
     spacing : int
-        Node spacing used (px), a power of two from 64 down to 1.
+        Node spacing used (px), a power of two from 128 down to 1.
     err : float
         Largest deviation found at cell centres (px).
     """
-    spacing = 64
-    while True:
-        g = max(1, min(spacing, max(shape)))
-        ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
-        pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
-        vals = (index_map(pts, start) - origin).reshape(ry.size, rx.size, 2)
-        if g == 1:
-            return vals[1 : 1 + shape[0], 1 : 1 + shape[1]].astype(dtype), 1, 0.0
-        cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2
-        cpts = np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)
-        exact = (index_map(cpts, start) - origin).reshape(cy.size, cx.size, 2)
-        interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
-        err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
-        if err <= tol or g <= 2:
-            if err > tol:  # spacing 2 still too coarse: evaluate every pixel
-                spacing = 1
-                continue
-            return _upsample(vals.astype(dtype), g, shape), g, err
-        # bilinear error grows as g^2: jump to the spacing predicted to pass (with 20 % slack)
-        predicted = g * math.sqrt(tol / err) / 1.2
-        spacing = max(2, min(g // 2, 2 ** int(math.floor(math.log2(max(predicted, 1.0))))))
+    vals, g, err = _coarse_nodes(index_map, start, shape, origin, tol)
+    if g == 1:
+        return vals.astype(dtype), 1, err
+    return _upsample(vals.astype(dtype), g, shape), g, err
+
+
+def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: tuple[int, int],
+                  interp: int, border: dict) -> np.ndarray:
+    """``cv2.remap`` of each plane through the upsampled node map, a strip of rows at a time.
+
+    Upsampling the whole chunk's map at once needs 8 bytes per output pixel (32 MB for a 2048²
+    chunk) in fresh memory; a strip of ~256 rows stays in cache. Node rows ``[r0/g, r1/g + 2)``
+    resized by ``g`` give exactly the rows the whole-chunk upsampling gives for ``[r0, r1)``
+    (``r0`` a multiple of ``g``; see :func:`node_positions`).
+    """
+    out = np.empty((len(flat),) + tuple(shape), dtype=flat.dtype)
+    xy = np.ascontiguousarray(nodes[..., ::-1], dtype=np.float32)  # OpenCV wants (x, y) = (col, row)
+    if g == 1:
+        for k, pl in enumerate(flat):
+            cv2.remap(pl, xy, None, interp, dst=out[k], **border)
+        return out
+    step = max(g, (_STRIP_ROWS // g) * g)
+    # buffers reused by every strip (fresh pages cost more than the interpolation itself); the
+    # map keeps the g padding columns on each side (no copy of the 8-byte map pixels), so the
+    # strip is remapped g columns wider and the wanted columns copied out
+    wide = xy.shape[1] * g
+    up = np.empty((step + 2 * g, wide, 2), np.float32)
+    tmp = np.empty((step, wide), flat.dtype)
+    for r0 in range(0, shape[0], step):
+        h = min(shape[0], r0 + step) - r0
+        sub = xy[r0 // g : r0 // g + -(-h // g) + 2]
+        cv2.resize(sub, (wide, sub.shape[0] * g), dst=up[: sub.shape[0] * g], interpolation=cv2.INTER_LINEAR)
+        for k, pl in enumerate(flat):
+            cv2.remap(pl, up[g : g + h], None, interp, dst=tmp[:h], **border)
+            out[k, r0 : r0 + h] = tmp[:h, g : g + shape[1]]
+    return out
+
+
+_CV_LOCK = threading.Lock()
+_CV_STATE = {"users": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def _opencv_single_threaded(cv2: Any):
+    """Run OpenCV on one thread while any warp task of this process is running.
+
+    dask already runs one task per core; OpenCV's own pool inside each task would put 2-3
+    busy threads on every core (its workers spin before sleeping). The first task to enter
+    saves ``cv2.getNumThreads()`` and sets 1, the last to leave restores it, so outside warp
+    tasks OpenCV keeps the user's setting (other threads calling OpenCV *while* warp tasks run
+    see 1 thread meanwhile).
+    """
+    with _CV_LOCK:
+        if _CV_STATE["users"] == 0:
+            _CV_STATE["saved"] = cv2.getNumThreads()
+            if _CV_STATE["saved"] != 1:
+                cv2.setNumThreads(1)
+        _CV_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _CV_LOCK:
+            _CV_STATE["users"] -= 1
+            if _CV_STATE["users"] == 0 and _CV_STATE["saved"] != 1:
+                cv2.setNumThreads(_CV_STATE["saved"])
 
 
 def _warp_task(blocks: list, spec: dict) -> np.ndarray:
     """Resample one output chunk from the source blocks covering its footprint."""
     src = _assemble(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"])
     return _resample(src, spec)
+
+
+def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple,
+                   lo: np.ndarray, order: int, fill: float) -> np.ndarray:
+    """OpenCV resampling of each plane of ``flat`` (P, rows, cols) onto one output chunk (P, rows, cols)."""
+    interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
+    border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
+    if imap.matrix is None:
+        nodes, g, _ = _coarse_nodes(imap, start, shape, lo)
+        return _remap_strips(cv2, flat, nodes, g, shape, interp, border)
+    # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV
+    m = _shift(-lo) @ imap.matrix @ _shift(np.asarray(start, np.float64))
+    p = np.eye(3)
+    p[:2, :2] = np.eye(2)[_tf.xy_to_rc(np.arange(2))]  # swaps the two spatial axes
+    mcv = p @ m @ p
+    dsize = (shape[1], shape[0])
+    if imap.affine:
+        planes = [cv2.warpAffine(pl, mcv[:2], dsize, flags=interp | cv2.WARP_INVERSE_MAP, **border) for pl in flat]
+    else:
+        planes = [cv2.warpPerspective(pl, mcv, dsize, flags=interp | cv2.WARP_INVERSE_MAP, **border) for pl in flat]
+    return planes[0][None] if len(planes) == 1 else np.stack(planes)  # no copy for one plane
 
 
 def _resample(src: np.ndarray, spec: dict) -> np.ndarray:
@@ -248,24 +349,8 @@ def _resample(src: np.ndarray, spec: dict) -> np.ndarray:
     if method == "opencv":
         import cv2
 
-        interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
-        border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
-        if imap.matrix is not None:
-            # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV
-            m = _shift(-lo) @ imap.matrix @ _shift(np.asarray(start, np.float64))
-            p = np.eye(3)
-            p[:2, :2] = np.eye(2)[_tf.xy_to_rc(np.arange(2))]  # swaps the two spatial axes
-            mcv = p @ m @ p
-            dsize = (shape[1], shape[0])
-            if imap.affine:
-                planes = [cv2.warpAffine(pl, mcv[:2], dsize, flags=interp | cv2.WARP_INVERSE_MAP, **border) for pl in flat]
-            else:
-                planes = [cv2.warpPerspective(pl, mcv, dsize, flags=interp | cv2.WARP_INVERSE_MAP, **border) for pl in flat]
-        else:
-            maps, _, _ = coarse_map(imap, start, shape, lo, np.float32)
-            rows, cols = np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1])
-            planes = [cv2.remap(pl, cols, rows, interp, **border) for pl in flat]
-        out = np.stack(planes)
+        with _opencv_single_threaded(cv2):
+            out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill)
     else:
         from scipy import ndimage
 
