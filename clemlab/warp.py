@@ -32,10 +32,8 @@ relative); within one pixel of the source edge OpenCV blends with ``fill`` where
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import threading
 import warnings
 from typing import Any
 
@@ -284,39 +282,17 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
     return out
 
 
-_CV_LOCK = threading.Lock()
-_CV_STATE = {"users": 0, "saved": None}
-
-
-@contextlib.contextmanager
-def _opencv_single_threaded(cv2: Any):
-    """Run OpenCV on one thread while any warp task of this process is running.
-
-    dask already runs one task per core; OpenCV's own pool inside each task would put 2-3
-    busy threads on every core (its workers spin before sleeping). The first task to enter
-    saves ``cv2.getNumThreads()`` and sets 1, the last to leave restores it, so outside warp
-    tasks OpenCV keeps the user's setting (other threads calling OpenCV *while* warp tasks run
-    see 1 thread meanwhile).
-    """
-    with _CV_LOCK:
-        if _CV_STATE["users"] == 0:
-            _CV_STATE["saved"] = cv2.getNumThreads()
-            if _CV_STATE["saved"] != 1:
-                cv2.setNumThreads(1)
-        _CV_STATE["users"] += 1
-    try:
-        yield
-    finally:
-        with _CV_LOCK:
-            _CV_STATE["users"] -= 1
-            if _CV_STATE["users"] == 0 and _CV_STATE["saved"] != 1:
-                cv2.setNumThreads(_CV_STATE["saved"])
-
-
 def _warp_task(blocks: list, spec: dict) -> np.ndarray:
     """Resample one output chunk from the source blocks covering its footprint."""
     src = _assemble(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"])
     return _resample(src, spec)
+
+
+def _swap_matrix() -> np.ndarray:
+    """Homogeneous 3x3 permutation that swaps the two spatial axes ((row, col) <-> (x, y))."""
+    p = np.eye(3)
+    p[:2, :2] = np.eye(2)[_tf.xy_to_rc(np.arange(2))]
+    return p
 
 
 def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple,
@@ -329,8 +305,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
         return _remap_strips(cv2, flat, nodes, g, shape, interp, border)
     # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV
     m = _shift(-lo) @ imap.matrix @ _shift(np.asarray(start, np.float64))
-    p = np.eye(3)
-    p[:2, :2] = np.eye(2)[_tf.xy_to_rc(np.arange(2))]  # swaps the two spatial axes
+    p = _swap_matrix()
     mcv = p @ m @ p
     dsize = (shape[1], shape[0])
     if imap.affine:
@@ -349,8 +324,11 @@ def _resample(src: np.ndarray, spec: dict) -> np.ndarray:
     if method == "opencv":
         import cv2
 
-        with _opencv_single_threaded(cv2):
-            out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill)
+        # OpenCV keeps its own thread pool (cv2.setNumThreads is left alone): two dask threads
+        # do not oversubscribe it, since a second concurrent caller runs serially in its own
+        # thread, and the pool fills a core while the other dask thread reads or writes
+        # (measured: forcing 1 OpenCV thread per task was 10-30 % slower, benchmarks/bench_warp.py)
+        out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill)
     else:
         from scipy import ndimage
 
