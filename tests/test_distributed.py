@@ -28,7 +28,11 @@ def _run(path):
     em, tf, like = _inputs()
     out = cl.warp(em, tf, like=like, chunks=(128, 160))
     cl.write_ome_zarr(out, path, scale_factors=(2, 4))
-    return {k: (path / k).read_bytes() for k in _files(path)}
+    # 32-px zarr chunks: written block by block (8 x 32 = 256 px blocks), on the cluster too
+    cl.write_ome_zarr(out, path.with_suffix(".blocks"), scale_factors=(2, 4), chunks=32)
+    files = {k: (path / k).read_bytes() for k in _files(path)}
+    files.update({"blocks/" + k: (path.with_suffix(".blocks") / k).read_bytes() for k in _files(path.with_suffix(".blocks"))})
+    return files
 
 
 def _files(path):

@@ -290,3 +290,33 @@ def test_correlate_frames_and_levels_read_one_level():
     np.testing.assert_array_equal(corr_lm["EM"].values, ref)
     with pytest.raises(ImageError, match="frame must be 'EM' or 'LM'"):
         cl.correlate(em, lm, tf, frame="stage")
+
+
+def _block_mean(a, r):
+    """Reference block mean by ``r`` (trailing rows/cols dropped), rounded like clemlab's pyramid."""
+    n, m = a.shape[0] // r * r, a.shape[1] // r * r
+    mean = a[:n, :m].astype(np.float64).reshape(n // r, r, m // r, r).mean(axis=(1, 3))
+    return np.clip(np.rint(mean), 0, np.iinfo(a.dtype).max).astype(a.dtype)
+
+
+def test_warp_written_block_by_block_equals_whole(tmp_path, monkeypatch):
+    import zarr
+
+    from clemlab.io import zarr as cz
+
+    src = source(np.uint8, shape=(420, 470))
+    tf = _center_on(TRANSFORMS["rotation+scale"], src, target((300, 333)))
+    out = cl.warp(src, tf, like=target((300, 333)), chunks=(48, 40))
+    stores = []
+    real_store = da.store
+    monkeypatch.setattr(da, "store", lambda *a, **k: stores.append(1) or real_store(*a, **k))
+    # chunks 16 -> blocks of 8 x 16 = 128 px: 3 x 3 blocks, each writing its share of 3 levels
+    path = cl.write_ome_zarr(out, tmp_path / "w.ome.zarr", scale_factors=(2, 4), chunks=16)
+    assert len(stores) == 9 and cz.STORE_BLOCK_CHUNKS * 16 < 300
+    lev0 = out.values
+    ref = [lev0, _block_mean(lev0, 2), _block_mean(_block_mean(lev0, 2), 2)]
+    group = zarr.open_group(str(path), mode="r")
+    for k, r in enumerate(ref):
+        arr = group[str(k)]
+        assert arr.chunks == (16, 16)
+        np.testing.assert_array_equal(arr[...], r)

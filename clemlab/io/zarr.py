@@ -10,9 +10,11 @@ Layout written by :func:`write_ome_zarr` (zarr format 2, ``/`` chunk keys, as NG
 Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
 ``origin0 + (f_k - 1) / 2 * s0``: the convention of :func:`clemlab.io.open_multiscale`
 (NGFF puts pixel centres at ``scale * index + translation``). z and c are never downsampled.
-Zarr chunks equal the dask chunks written, level by level; the whole pyramid is computed in one
-streamed pass (``dask.array.store``) into a temporary folder beside ``path`` that is renamed
-into place at the end, so a reader never sees a half-written pyramid.
+Zarr chunks equal the dask chunks written, level by level; the pyramid is computed in streamed
+passes (``dask.array.store``), one per block of 8 x 8 level-0 chunks (all levels' share of the
+block at once), so peak memory does not grow with the image; chunks are Blosc-LZ4 compressed.
+Everything goes into a temporary folder beside ``path`` that is renamed into place at the end,
+so a reader never sees a half-written pyramid.
 """
 
 from __future__ import annotations
@@ -106,6 +108,79 @@ def _downsample(arr, dims: tuple[str, ...], r: int):
     return out.astype(dtype)
 
 
+#: Level-0 chunks per side (y, x) of the blocks that write_ome_zarr stores one after another.
+STORE_BLOCK_CHUNKS = 8
+
+
+def _aligned_chunks(start: int, n: int, c: int) -> tuple[int, ...]:
+    """Chunk sizes of ``n`` elements starting at global index ``start``, cut at multiples of ``c``."""
+    first = min(n, c - start % c)
+    rest = n - first
+    return (first,) + (c,) * (rest // c) + ((rest % c,) if rest % c else ())
+
+
+def _pyramid(data, dims: tuple[str, ...], factors: list[int], csize: dict, offset: dict | None = None,
+             zc: list[dict] | None = None) -> list:
+    """Levels (level 0 = ``data``, then block means by each factor), chunked on the zarr grid.
+
+    ``offset`` ({"y": int, "x": int}, level-0 pixels, multiples of every factor) places
+    ``data`` inside a larger image whose level-``k`` zarr chunk sides are ``zc[k]``; the chunks
+    then break where the whole image's zarr chunks do, so no two tasks write one zarr chunk.
+    """
+    offset = offset or {"y": 0, "x": 0}
+    levels, cur, cur_f = [], data, 1
+    for k, f in enumerate([1] + factors):
+        if f > 1:
+            cur = _downsample(cur, dims, f // cur_f)
+            cur_f = f
+        sides = zc[k] if zc else {d: min(csize[d], cur.shape[i]) for i, d in enumerate(dims) if d != "c"}
+        chunks = tuple(1 if d == "c" else _aligned_chunks(offset.get(d, 0) // f, n, sides[d])
+                       for d, n in zip(dims, cur.shape))
+        levels.append(cur.rechunk(chunks))
+    return levels
+
+
+def _store_blocks(data, levels: list, targets: list, dims: tuple[str, ...], factors: list[int], csize: dict) -> None:
+    """Compute and write the pyramid, one level-0 block of STORE_BLOCK_CHUNKS² chunks at a time.
+
+    A single ``dask.array.store`` over a large lazy image (e.g. a warp) lets dask's ordering read
+    inputs for far-away output chunks long before they are used: peak memory then grows with the
+    image (measured for a 16384² warp: 32 source chunks held; 32768²: 127). Storing block by
+    block (every level's share of the block in the same pass) bounds it by one block's inputs;
+    inputs on a block edge are computed once per block that needs them.
+    """
+    import math
+
+    import dask.array as da
+
+    iy, ix = dims.index("y"), dims.index("x")
+    fmax = max([1] + factors)
+    step = {}
+    for d in ("y", "x"):
+        unit = math.lcm(csize[d], fmax)  # blocks start on level-0 chunks and on every level's pixels
+        step[d] = -(-STORE_BLOCK_CHUNKS * csize[d] // unit) * unit
+    ny, nx = data.shape[iy], data.shape[ix]
+    if ny <= step["y"] and nx <= step["x"]:
+        da.store(levels, targets, lock=False, compute=True)
+        return
+    zc = [{d: c[0] for d, c in zip(dims, lev.chunks) if d != "c"} for lev in levels]
+    for y0 in range(0, ny, step["y"]):
+        for x0 in range(0, nx, step["x"]):
+            sl = [slice(None)] * data.ndim
+            sl[iy], sl[ix] = slice(y0, min(ny, y0 + step["y"])), slice(x0, min(nx, x0 + step["x"]))
+            block = _pyramid(data[tuple(sl)], dims, factors, csize, {"y": y0, "x": x0}, zc)
+            keep = [k for k, lev in enumerate(block) if lev.shape[iy] and lev.shape[ix]]
+            regions = []
+            for k in keep:
+                f = ([1] + factors)[k]
+                reg = [slice(None)] * data.ndim
+                reg[iy] = slice(y0 // f, y0 // f + block[k].shape[iy])
+                reg[ix] = slice(x0 // f, x0 // f + block[k].shape[ix])
+                regions.append(tuple(reg))
+            da.store([block[k] for k in keep], [targets[k] for k in keep], regions=regions,
+                     lock=False, compute=True)
+
+
 def _jsonable(obj: Any) -> Any:
     try:
         return json.loads(json.dumps(obj, allow_nan=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
@@ -182,15 +257,8 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
     size0, org0 = img.clem.pixel_size, img.clem.origin
     attrs = _jsonable(dict(img.attrs))
 
-    levels, paths = [], []
-    cur, cur_f = data, 1
-    for k, f in enumerate([1] + factors):
-        if f > 1:
-            cur = _downsample(cur, dims, f // cur_f)
-            cur_f = f
-        zchunks = tuple(1 if d == "c" else min(csize[d], cur.shape[i]) for i, d in enumerate(dims))
-        levels.append(cur.rechunk(zchunks))
-        paths.append(str(k))
+    levels = _pyramid(data, dims, factors, csize)
+    paths = [str(k) for k in range(len(levels))]
 
     def transforms_for(f: int) -> list[dict]:
         scale = [1.0 if d == "c" else size0[d] * (f if d in ("y", "x") else 1) for d in dims]
@@ -230,7 +298,7 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
                 compressors=_codec(), config={"write_empty_chunks": True},
             ))
         group.attrs.update(group_attrs)
-        da.store(levels, targets, lock=False, compute=True)
+        _store_blocks(data, levels, targets, dims, factors, csize)
         if p.exists():  # overwrite: swap in the new folder, then drop the old one
             old = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.old"
             os.replace(p, old)
