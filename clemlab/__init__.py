@@ -56,6 +56,7 @@ _EXPORTS = {
     "Projective": "transforms",
     "Polynomial": "transforms",
     "ThinPlateSpline": "transforms",
+    "RigidProjection": "transforms",
     "plot_residuals": "viz",
     "plot_error_map": "viz",
     "warp": "warp",
@@ -88,8 +89,8 @@ from . import image as _image  # noqa: E402,F401
 from . import warp as _warp_module  # noqa: E402,F401
 from .warp import correlate, warp  # noqa: E402,F401
 
-
-_SUBMODULES = {"datasets", "errors", "image", "io", "landmarks", "registration", "transforms", "viz", "widgets", "mosaic", "targets"}
+_SUBMODULES = {"datasets", "errors", "fiducials", "image", "io", "landmarks", "mosaic", "registration",
+               "targets", "transforms", "viz", "widgets"}
 
 
 def __getattr__(name: str):
