@@ -86,7 +86,6 @@ def _transform(size: int, kind: str):
 
 def _warm(name: str) -> None:
     """Untimed warm-up on a small problem: imports, OpenCV's thread pool, dask's scheduler."""
-    import dask
     import dask.array as da
 
     small = np.zeros((256, 256), np.uint8)

@@ -101,17 +101,10 @@ def _n_params(cls, ndim: int, n: int, options: dict) -> int:
 
 def _linear_scale(tf: _tf.Transform, src: np.ndarray) -> float:
     """RMS singular value of the (local) linear part: the scale of source noise in the target."""
-    if isinstance(tf, _tf.LinearTransform) and not isinstance(tf, _tf.Projective):
-        lin = tf.linear
-    elif hasattr(tf, "jacobian") and len(src):
-        lin = np.mean(tf.jacobian(src), axis=0)
-    else:
+    if not len(src):
         return 1.0
+    lin = np.mean(_spatial_jacobian(tf, src), axis=0)
     return float(np.sqrt(np.mean(np.linalg.svd(lin, compute_uv=False) ** 2)))
-
-
-def _fit(cls, src, dst, weights, options):
-    return cls.from_estimate(src, dst, weights=weights, **options)
 
 
 def _convex_hull_test(points: np.ndarray, hull_pts: np.ndarray) -> np.ndarray:
@@ -281,12 +274,12 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
             lms._df.loc[lms._df["name"] == name, "active"] = False
         outliers = names[~inl].tolist()
         src, dst = lms.src(), lms.dst()
-    first = _fit(cls, src, dst, None, options)
+    first = cls.from_estimate(src, dst, **options)
     if not first:
         raise RegistrationError(f"cannot fit a {_model_name(cls, options)} model: {first.reason}")
     var = _noise_variance(lms, first, src, dst, fle)
     weights = None if var is None or np.allclose(var, var[0]) else 1.0 / var
-    tf = _fit(cls, src, dst, weights, options) if weights is not None else first
+    tf = cls.from_estimate(src, dst, weights=weights, **options) if weights is not None else first
     if not tf:
         raise RegistrationError(f"cannot fit a {_model_name(cls, options)} model: {tf.reason}")
     tf = tf.with_frames(lms.source_frame, lms.target_frame)
@@ -296,8 +289,8 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
         for i in range(len(src)):
             keep[i] = False
             warm = tf.warm_start() if hasattr(tf, "warm_start") else {}
-            part = _fit(cls, src[keep], dst[keep], None if weights is None else weights[keep],
-                        {**options, **warm})
+            part = cls.from_estimate(src[keep], dst[keep], weights=None if weights is None else weights[keep],
+                                     **{**options, **warm})
             keep[i] = True
             if part:
                 loo[i] = float(np.linalg.norm(part(src[i]) - dst[i]))
@@ -579,10 +572,9 @@ class Registration:
         refits). See the module docstring.
         """
         cov = self.covariance(points)
-        tre2 = np.trace(cov, axis1=1, axis2=2)
         if include_target_fle:
-            tre2 = tre2 + self._target_variance(points, target_sigma)
-        return np.sqrt(tre2)
+            cov = cov + self._target_covariance(points, target_sigma)
+        return np.sqrt(np.trace(cov, axis1=1, axis2=2))
 
     def mapping_error(self, points: Any) -> np.ndarray:
         """Predicted error of the mapping alone at source points (µm): what targeting needs."""
@@ -600,14 +592,10 @@ class Registration:
             return float(np.median(sig[0]))
         return self.fle / np.sqrt(self.transform.ndim) / max(_linear_scale(self.transform, self._src), 1e-12)
 
-    def _target_variance(self, points, target_sigma) -> np.ndarray:
-        q = _tf.as_points(points, self.transform.ndim)
-        s = self._target_sigma(target_sigma)
-        if isinstance(self.transform, _tf.LinearTransform) and not isinstance(self.transform, _tf.Projective):
-            jac = np.broadcast_to(self.transform.linear, (len(q),) + self.transform.linear.shape)
-        else:
-            jac = _numeric_jacobian(self.transform, q)
-        return s**2 * np.sum(jac**2, axis=(1, 2))
+    def _target_covariance(self, points, target_sigma) -> np.ndarray:
+        """``(N, D, D)``: the target's own isotropic localisation error mapped to the target frame."""
+        jac = _spatial_jacobian(self.transform, _tf.as_points(points, self.transform.ndim))
+        return self._target_sigma(target_sigma) ** 2 * np.einsum("nkj,nlj->nkl", jac, jac)
 
     def map_points(self, points: Any, include_target_fle: bool = False,
                    target_sigma: float | None = None) -> MappedPoints:
@@ -629,12 +617,7 @@ class Registration:
         q = _tf.as_points(points, self.transform.ndim)
         cov = self.covariance(q)
         if include_target_fle:
-            s = self._target_sigma(target_sigma)
-            if isinstance(self.transform, _tf.LinearTransform) and not isinstance(self.transform, _tf.Projective):
-                jac = np.broadcast_to(self.transform.linear, (len(q),) + self.transform.linear.shape)
-            else:
-                jac = _numeric_jacobian(self.transform, q)
-            cov = cov + s**2 * np.einsum("nkj,nlj->nkl", jac, jac)
+            cov = cov + self._target_covariance(q, target_sigma)
         err = np.sqrt(np.trace(cov, axis1=1, axis2=2))
         mapped = self.transform(q)
         if self.transform.ndim_out != self.transform.ndim:  # projection: judge in the image plane
@@ -947,8 +930,11 @@ def _robust_covariance(dev: np.ndarray) -> np.ndarray:
     return shape * scale[:, None, None]
 
 
-def _numeric_jacobian(tf: _tf.Transform, q: np.ndarray) -> np.ndarray:
-    """Spatial Jacobian ``(N, D, D)``: analytic where the transform has one, else central differences."""
+def _spatial_jacobian(tf: _tf.Transform, q: np.ndarray) -> np.ndarray:
+    """Spatial Jacobian ``(N, D_out, D)``: the linear part, an analytic one where the transform
+    has it, else central differences."""
+    if isinstance(tf, _tf.LinearTransform) and not isinstance(tf, _tf.Projective):
+        return np.broadcast_to(tf.linear, (len(q),) + tf.linear.shape)
     if hasattr(tf, "jacobian"):
         return tf.jacobian(q)
     d = q.shape[1]
