@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FileFormatError, ImageError
+from ._zarr_chunks import ChunkWriter, read_dask, v2_layout
 
 __all__ = ["write_ome_zarr", "read_ome_zarr", "open_multiscale", "is_ome_zarr", "NGFF_VERSION"]
 
@@ -297,6 +298,9 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
                 compressors=_codec(), config={"write_empty_chunks": True},
             ))
         group.attrs.update(group_attrs)
+        # whole chunks are written straight to their files (same bytes as zarr; see _zarr_chunks)
+        targets = [ChunkWriter(tmp / pth, lay) if (lay := v2_layout(tmp / pth)) else t
+                   for pth, t in zip(paths, targets)]
         _store_blocks(data, levels, targets, dims, factors, csize)
         if p.exists():  # overwrite: swap in the new folder, then drop the old one
             old = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.old"
@@ -380,7 +384,11 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
         raise FileFormatError(f"{_fmt(p)} has {len(datasets)} levels; level={level} does not exist")
     dims, sizes, origins = _level_geometry(ms, level, p)
     arr = group[datasets[level]["path"]]
-    data = da.from_zarr(arr, chunks=chunks if chunks is not None else arr.chunks)
+    layout = v2_layout(p / datasets[level]["path"])
+    if layout is not None and chunks is None:
+        data = read_dask(p / datasets[level]["path"], layout)  # chunk files read directly, as written
+    else:
+        data = da.from_zarr(arr, chunks=chunks if chunks is not None else arr.chunks)
     clem = (attrs.get("clemlab") or {}).get("attrs") or {}
     channels = None
     if "c" in dims:
