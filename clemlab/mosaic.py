@@ -8,8 +8,9 @@
   the tiles under the view and never builds the full-resolution mosaic.
 - :func:`refine_positions`: tile offsets measured by phase correlation in the overlaps, then
   a global least-squares layout, with per-pair residuals.
-- :func:`open_montage`: SerialEM montages (MRC stack + ``.mdoc`` with ``PieceCoordinates`` /
-  ``AlignedPieceCoords(VS)`` and ``PixelSpacing`` in Å).
+- :func:`open_montage`: SerialEM montages: an MRC stack + ``.mdoc``, or an ``.idoc`` with one
+  TIFF per piece, both with ``PieceCoordinates`` / ``AlignedPieceCoords(VS)`` and
+  ``PixelSpacing`` in Å (see :class:`Montage`).
 
 Positions are ``(N, 2)`` arrays in ``(x, y)`` order (the point convention), in pixels of the
 full-resolution mosaic: the position of each tile's first pixel centre.
@@ -413,14 +414,15 @@ def refine_positions(tiles: Any, positions: Any, *, min_overlap: int = 16, upsam
 # SerialEM montages
 # ---------------------------------------------------------------------------------------
 def read_mdoc(path: str | os.PathLike) -> tuple[dict, list[dict]]:
-    """Parse a SerialEM ``.mdoc``: the global header and the sections in file order.
+    """Parse a SerialEM ``.mdoc`` or ``.idoc``: the global header and the sections in file order.
 
     Returns
     -------
     header : dict
         ``key -> value string`` of the lines before the first section.
     sections : list of dict
-        Each ``{"_kind": "ZValue" | "MontSection" | ..., "_index": int, key: value string}``.
+        Each ``{"_kind": "ZValue" | "Image" | "MontSection" | ..., "_index": int (or the
+        section name when it is not an integer, e.g. an idoc's TIFF file), key: value string}``.
     """
     from .io.serialem import read_autodoc
 
@@ -437,39 +439,79 @@ def _nums(s: str) -> list[float]:
 
 
 class Montage:
-    """Layout of a SerialEM montage read from its ``.mdoc`` (no pixels).
+    """Layout of a SerialEM montage read from its ``.mdoc`` or ``.idoc`` (no pixels).
+
+    An ``.mdoc`` describes an MRC stack: one ``[ZValue = z]`` section per piece. An ``.idoc``
+    (SerialEM's "image series" autodoc, first line ``ImageSeries = 1``) describes single-image
+    TIFF files: one ``[Image = <file>.tif]`` section per piece, the file named relative to the
+    idoc's folder (SerialEM writes ``<idoc name>0000.tif``, ``...0001.tif`` beside it). Both
+    carry the same per-piece keys (``PieceCoordinates = x y z``, ``AlignedPieceCoords(VS)``,
+    ``StagePosition``, ``PixelSpacing`` ...) and global ``ImageSize``, ``PixelSpacing`` (Å).
 
     Attributes
     ----------
+    path : pathlib.Path          the autodoc
+    kind : {"mdoc", "idoc"}
     pixel_size_um : float
     tile_shape : (ny, nx)
-    z : numpy.ndarray (N,)        MRC section of each piece
+    z : numpy.ndarray (N,)       MRC section of each piece (mdoc), or the piece's index among
+                                 the ``[Image]`` sections in file order (idoc)
+    files : list of Path or None  TIFF file of each piece (idoc)
     piece_xy : numpy.ndarray (N, 2)   PieceCoordinates (x, y), px
     aligned_xy : numpy.ndarray (N, 2) or None   AlignedPieceCoordsVS / AlignedPieceCoords
     full_size : (nx, ny) or None  FullMontSize
     frames : (nx, ny) or None     FullMontNumFrames
     """
 
-    def __init__(self, mdoc: Path, section: int = 0):
-        header, sections = read_mdoc(mdoc)
-        self.path = mdoc
+    def __init__(self, path: str | os.PathLike, section: int = 0):
+        path = Path(path)
+        header, sections = read_mdoc(path)
+        self.path = path
+        where = f"'{path}'"
+        images = [s for s in sections if s["_kind"] == "Image"]
+        self.kind = "idoc" if images else "mdoc"
+        piece_kind = "Image" if images else "ZValue"
+        candidates = images or [s for s in sections if s["_kind"] == "ZValue"]
+        for i, s in enumerate(candidates):
+            s["_order"] = i
+        pieces = [s for s in candidates if "PieceCoordinates" in s]
+        if not pieces:
+            raise FileFormatError(f"{where} lists no montage pieces (no [{piece_kind}] sections with "
+                                  "PieceCoordinates): not a SerialEM montage")
+        lacking = [s for s in candidates if "PieceCoordinates" not in s]
+        if lacking:
+            names = ", ".join(f"[{piece_kind} = {s['_index']}]" for s in lacking[:3])
+            raise FileFormatError(
+                f"{where}: section {names}{' ...' if len(lacking) > 3 else ''} has no PieceCoordinates, so "
+                "its place in the montage is unknown; every piece needs 'PieceCoordinates = x y z' (pixels)"
+            )
         try:
-            self.pixel_size_um = float(header["PixelSpacing"]) * 1e-4  # Å -> µm
+            spacing = header.get("PixelSpacing", pieces[0].get("PixelSpacing"))
+            self.pixel_size_um = float(spacing) * 1e-4  # Å -> µm
             nx, ny = (int(v) for v in _nums(header["ImageSize"]))
-        except (KeyError, ValueError):
-            raise FileFormatError(f"'{mdoc}' has no PixelSpacing / ImageSize header: not a SerialEM image mdoc") from None
+        except (KeyError, TypeError, ValueError):
+            raise FileFormatError(f"{where} has no PixelSpacing / ImageSize (width height) in its header: "
+                                  "not a SerialEM image mdoc/idoc") from None
         self.tile_shape = (ny, nx)
         self.image_file = header.get("ImageFile")
-        pieces = [s for s in sections if s["_kind"] == "ZValue" and "PieceCoordinates" in s]
-        if not pieces:
-            raise FileFormatError(f"'{mdoc}' lists no montage pieces (no [ZValue] sections with PieceCoordinates)")
-        pc = np.array([_nums(s["PieceCoordinates"]) for s in pieces])
-        secs = sorted(set(pc[:, 2].astype(int)))
+        try:
+            pc = np.array([_nums(s["PieceCoordinates"])[:3] for s in pieces])
+            if pc.ndim != 2 or pc.shape[1] < 2:
+                raise ValueError
+        except ValueError:
+            raise FileFormatError(f"{where}: PieceCoordinates must be 'x y z' numbers in every piece") from None
+        zsec = pc[:, 2].astype(int) if pc.shape[1] > 2 else np.zeros(len(pc), int)
+        secs = sorted(set(zsec))
         if section not in secs:
-            raise FileFormatError(f"'{mdoc}' has montage sections {secs}; section={section} is not one of them")
-        keep = pc[:, 2].astype(int) == section
+            raise FileFormatError(f"{where} has montage sections {secs}; section={section} is not one of them")
+        keep = zsec == section
         pieces = [s for s, k in zip(pieces, keep) if k]
-        self.z = np.array([s["_index"] for s in pieces], dtype=int)
+        if images:
+            self.z = np.array([s["_order"] for s in pieces], dtype=int)
+            self.files = [path.parent / str(s["_index"]) for s in pieces]
+        else:
+            self.z = np.array([s["_index"] for s in pieces], dtype=int)
+            self.files = None
         self.piece_xy = pc[keep, :2]
         for key in ("AlignedPieceCoordsVS", "AlignedPieceCoords"):
             if all(key in s for s in pieces):
@@ -520,6 +562,52 @@ def _mrc_tiles(path: Path, montage: Montage):
     return [da.from_delayed(dask.delayed(read)(int(z)), shape=montage.tile_shape, dtype=dtype) for z in montage.z]
 
 
+def _read_tiff_tile(path: Path, shape: tuple[int, int], dtype: Any, idoc: Path) -> np.ndarray:
+    """One idoc tile: the TIFF's pixels flipped to the MRC row order of its PieceCoordinates."""
+    from .io.tiff import read_tiff
+
+    raw = read_tiff(path, lazy=False, crop_databar=False)
+    data = np.asarray(raw.data)
+    if tuple(raw.dims) != ("y", "x") or data.shape != shape:
+        raise FileFormatError(f"tile '{path}' holds an image of shape {data.shape} (dims {raw.dims}) but "
+                              f"'{idoc}' says ImageSize {shape[::-1]} (x, y); was it replaced or cropped?")
+    return np.ascontiguousarray(data[::-1], dtype=dtype)
+
+
+def _tiff_tiles(montage: Montage) -> list:
+    """Lazy tiles of an idoc montage: one task per TIFF, read with the package's TIFF reader.
+
+    SerialEM writes a TIFF with the top row of its display first but an MRC section with the
+    bottom row first (``KImageStore::convertForWriting`` flips only for MRC), and
+    ``PieceCoordinates`` are the same for both files of one acquisition. Each TIFF is
+    therefore flipped vertically on read, so an idoc montage and an MRC montage of the same
+    data assemble to the same array.
+    """
+    import dask
+    import dask.array as da
+
+    from .io.tiff import read_tiff
+
+    missing = [f for f in montage.files if not f.is_file()]
+    if missing:
+        names = ", ".join(f"'{f}'" for f in missing[:3])
+        raise FileFormatError(
+            f"'{montage.path}' names {len(missing)} tile file(s) that do not exist: {names}"
+            f"{' ...' if len(missing) > 3 else ''}; keep the TIFF tiles in the idoc's folder, as SerialEM "
+            "writes them, or pass tiles="
+        )
+    first = read_tiff(montage.files[0], lazy=True, crop_databar=False)  # header only
+    if tuple(first.dims) != ("y", "x") or tuple(first.data.shape) != montage.tile_shape:
+        raise FileFormatError(
+            f"tile '{montage.files[0]}' holds an image of shape {tuple(first.data.shape)} (dims {first.dims}) but "
+            f"'{montage.path}' says ImageSize {montage.tile_shape[::-1]} (x, y)"
+        )
+    dtype = first.data.dtype
+    read = dask.delayed(_read_tiff_tile, pure=True)
+    return [da.from_delayed(read(f, montage.tile_shape, dtype, montage.path), shape=montage.tile_shape, dtype=dtype)
+            for f in montage.files]
+
+
 def open_montage(path: str | os.PathLike, *, tiles: Any = None, positions: str = "aligned", section: int = 0,
                  multiscale: bool = False, levels: int | None = None, chunks: int = _DEFAULT_CHUNK,
                  refine: bool = False):
@@ -528,9 +616,12 @@ def open_montage(path: str | os.PathLike, *, tiles: Any = None, positions: str =
     Parameters
     ----------
     path : str or os.PathLike
-        The montage MRC stack (its ``<name>.mdoc`` beside it) or the ``.mdoc`` itself.
+        The montage MRC stack (its ``<name>.mdoc`` beside it), the ``.mdoc`` itself, or an
+        ``.idoc`` whose ``[Image = <file>.tif]`` sections name one TIFF per piece (in the
+        idoc's folder).
     tiles : array (N_sections, ny, nx) or sequence, optional
-        Pixels to use instead of the MRC stack (indexed by the mdoc's ``ZValue``).
+        Pixels to use instead of the files (indexed by the mdoc's ``ZValue``, or by the order
+        of the idoc's ``[Image]`` sections), in MRC row order.
     positions : {"aligned", "piece"}
         ``AlignedPieceCoordsVS``/``AlignedPieceCoords`` (SerialEM's aligned layout, when
         present) or the nominal ``PieceCoordinates``.
@@ -548,43 +639,64 @@ def open_montage(path: str | os.PathLike, *, tiles: Any = None, positions: str =
     Returns
     -------
     xarray.DataArray or xarray.DataTree
-        dims ``(y, x)``, coords in µm (pixel size from ``PixelSpacing``, Å), lazy. Attrs hold
-        ``clem:montage`` (pieces, positions source, FullMontSize, missing lattice slots).
+        dims ``(y, x)``, coords in µm (pixel size from ``PixelSpacing``, Å), lazy: a tile is
+        read when a chunk over it is computed. Rows are in MRC file order (IMOD's, y up),
+        the frame of ``PieceCoordinates``; TIFF tiles of an idoc are flipped to it. Attrs hold
+        ``clem:montage`` (autodoc, pieces, positions source, FullMontSize, missing slots).
+
+    Raises
+    ------
+    FileFormatError
+        Missing autodoc, stack or tile file (named), pieces without ``PieceCoordinates``,
+        a stack holding fewer images than the autodoc lists, or tiles of the wrong size.
+
+    Examples
+    --------
+    >>> em = open_montage("grid_atlas.idoc", multiscale=True)    # doctest: +SKIP
+    >>> em["scale5"]["image"].values                             # doctest: +SKIP
     """
     p = Path(path)
-    if p.suffix.lower() == ".mdoc":
-        mdoc = p
-        img_path = p.with_suffix("") if p.with_suffix("").suffix else None
+    suffix = p.suffix.lower()
+    if suffix == ".idoc":
+        doc, img_path = p, None
+        if not doc.exists():
+            raise FileFormatError(f"the SerialEM image-series file '{doc}' does not exist")
     else:
-        mdoc, img_path = Path(str(p) + ".mdoc"), p
-    if not mdoc.exists():
-        raise FileFormatError(f"no SerialEM mdoc for the montage: '{mdoc}' does not exist (it holds the piece positions)")
-    mont = Montage(mdoc, section)
-    if tiles is None:
-        if img_path is None or not img_path.exists():
-            raise FileFormatError(f"the montage stack '{img_path or mdoc.with_suffix('')}' named by '{mdoc}' does not "
-                                  "exist; keep the MRC beside its mdoc or pass tiles=")
-        arrs = _mrc_tiles(img_path, mont)
-    else:
+        if suffix == ".mdoc":
+            doc = p
+            img_path = p.with_suffix("") if p.with_suffix("").suffix else None
+        else:
+            doc, img_path = Path(str(p) + ".mdoc"), p
+        if not doc.exists():
+            raise FileFormatError(f"no SerialEM mdoc for the montage: '{doc}' does not exist (it holds the piece positions)")
+    mont = Montage(doc, section)
+    if tiles is not None:
         n = len(tiles)
         if mont.z.max() >= n:
-            raise FileFormatError(f"'{mdoc}' lists pieces up to section {mont.z.max()} but tiles= holds only {n}")
+            raise FileFormatError(f"'{doc}' lists pieces up to index {mont.z.max()} but tiles= holds only {n}")
         arrs = [tiles[int(z)] for z in mont.z]
+    elif mont.files is not None:
+        arrs = _tiff_tiles(mont)
+    else:
+        if img_path is None or not img_path.exists():
+            raise FileFormatError(f"the montage stack '{img_path or doc.with_suffix('')}' named by '{doc}' does not "
+                                  "exist; keep the MRC beside its mdoc or pass tiles=")
+        arrs = _mrc_tiles(img_path, mont)
     if positions == "aligned" and mont.aligned_xy is not None:
         xy, src = mont.aligned_xy, mont.aligned_key
     elif positions in ("aligned", "piece"):
         xy, src = mont.piece_xy, "PieceCoordinates"
     else:
         raise ImageError(f"positions must be 'aligned' or 'piece', got {positions!r}")
-    # SerialEM piece coordinates count y from the top of the montage in image rows; MRC rows are
-    # stored bottom-up, which mrcfile/SerialEM tiles already match, so (x, y) go straight in.
+    # PieceCoordinates place each piece's MRC section (rows in file order, IMOD's y up) in the
+    # montage, so (x, y) go straight in as (column, row) positions.
     if refine:
         xy, _ = refine_positions(arrs, xy)
     if multiscale:
         out = mosaic_multiscale(arrs, xy, mont.pixel_size_um, levels=levels, chunks=chunks, modality="EM")
     else:
         out = mosaic_from_tiles(arrs, xy, mont.pixel_size_um, chunks=chunks, modality="EM")
-    info = {"mdoc": str(mdoc), "pieces": int(len(mont.z)), "positions": src,
+    info = {mont.kind: str(doc), "pieces": int(len(mont.z)), "positions": src,
             "full_size_xy": list(mont.full_size) if mont.full_size else None,
             "frames_xy": list(mont.frames) if mont.frames else None,
             "missing_slots_xy": [list(s) for s in mont.missing_slots()]}

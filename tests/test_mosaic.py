@@ -161,3 +161,104 @@ def test_overview_reads_only_needed_tiles():
     assert vals.min() >= min(i % 251 for i in expected) and vals.max() <= max(i % 251 for i in expected)
     assert tree["scale3"]["image"].clem.pixel_size["x"] == pytest.approx(0.04)
     assert tree["scale3"]["image"].clem.origin["x"] == pytest.approx(3.5 * 0.005)
+
+
+def write_idoc(folder, tiles_mrc_order, piece_xy, aligned_xy=None, stage=None, pixel_a=25.5, drop=()):
+    """A SerialEM-style image series: mont.idoc + mont0000.tif ... (TIFFs top row first)."""
+    import tifffile
+
+    ny, nx = tiles_mrc_order[0].shape
+    lines = ["ImageSeries = 1", f"ImageSize = {nx} {ny}", "Montage = 1", "DataMode = 6", f"PixelSpacing = {pixel_a}",
+             "", "[T = SerialEM: synthetic test montage]", ""]
+    for i, (tile, (x, y)) in enumerate(zip(tiles_mrc_order, piece_xy)):
+        name = f"mont{i:04d}.tif"
+        tifffile.imwrite(folder / name, np.ascontiguousarray(tile[::-1]))  # SerialEM: no flip for TIFF
+        lines += [f"[Image = {name}]"]
+        if i not in drop:
+            lines += [f"PieceCoordinates = {int(x)} {int(y)} 0"]
+        lines += [f"PixelSpacing = {pixel_a}", "MinMaxMean = 0 1 0.5"]
+        if aligned_xy is not None:
+            lines += [f"AlignedPieceCoords = {int(aligned_xy[i][0])} {int(aligned_xy[i][1])} 0"]
+        if stage is not None:
+            lines += [f"StagePosition = {stage[i][0]:.6f} {stage[i][1]:.6f}"]
+        lines += [""]
+    (folder / "mont.idoc").write_text("\n".join(lines))
+    return folder / "mont.idoc"
+
+
+def test_idoc_montage_from_tiff_tiles(tmp_path):
+    img = (scene((360, 420), seed=3) * 100).astype(np.uint16)  # MRC row order = the mosaic's
+    rng = np.random.default_rng(4)
+    nominal = np.array([(20 + c * 110, 15 + r * 90) for r in range(3) for c in range(3)], float)
+    true = nominal + rng.integers(-6, 7, nominal.shape)
+    tiles = [img[int(y) : int(y) + 100, int(x) : int(x) + 128] for x, y in true]
+    piece = nominal - nominal.min(axis=0)  # the stage's nominal lattice, as SerialEM writes it
+    aligned = true - true.min(axis=0)
+    a = np.array([[0.0, 0.0025], [-0.0025, 0.0]])  # stage µm per montage pixel: rotated 90° and mirrored
+    centres = piece + (np.array([128, 100]) - 1) / 2
+    stage = centres @ a.T + [120.0, -35.0]
+    idoc = write_idoc(tmp_path, tiles, piece, aligned, stage)
+
+    mos = cl.open_montage(idoc)
+    assert isinstance(mos.data, da.Array) and mos.dtype == np.uint16
+    x0, y0 = true.min(axis=0).astype(int)
+    x1, y1 = (true.max(axis=0) + [128, 100]).astype(int)
+    assert mos.shape == (y1 - y0, x1 - x0)
+    assert mos.clem.pixel_size == pytest.approx({"y": 0.00255, "x": 0.00255})
+    assert mos.attrs["clem:montage"]["positions"] == "AlignedPieceCoords"
+    assert mos.attrs["clem:montage"]["idoc"] == str(idoc) and mos.attrs["clem:montage"]["pieces"] == 9
+    vals = mos.values
+    covered = np.zeros(vals.shape, bool)
+    for x, y in true - [x0, y0]:
+        covered[int(y) : int(y) + 100, int(x) : int(x) + 128] = True
+    np.testing.assert_array_equal(vals[covered], img[y0:y1, x0:x1][covered])  # exact ground truth
+    assert np.all(vals[~covered] == 0)
+    # the nominal lattice (before SerialEM aligned the pieces) gives another layout
+    nominal_mos = cl.open_montage(idoc, positions="piece")
+    assert nominal_mos.shape == tuple(int(v) for v in (piece.max(axis=0) + [128, 100])[::-1])
+    tree = cl.open_montage(idoc, multiscale=True, levels=2)
+    lv1 = tree["scale1"]["image"]
+    assert lv1.clem.pixel_size["x"] == pytest.approx(0.0051) and lv1.shape == (vals.shape[0] // 2 + vals.shape[0] % 2,
+                                                                               vals.shape[1] // 2 + vals.shape[1] % 2)
+    # the stage fit reads the idoc's [Image] sections like an mdoc's [ZValue] sections
+    tf = cl.io.serialem.mdoc_pixel_to_stage(idoc)
+    np.testing.assert_allclose(tf.matrix[:2, :2], a, atol=1e-9)
+
+
+def test_idoc_bad_input(tmp_path):
+    img = (scene((200, 260), seed=5) * 100).astype(np.uint16)
+    piece = np.array([(0, 0), (100, 0), (0, 80), (100, 80)], float)
+    tiles = [img[int(y) : int(y) + 96, int(x) : int(x) + 128] for x, y in piece]
+    idoc = write_idoc(tmp_path, tiles, piece)
+    assert cl.open_montage(idoc).shape == (176, 228)
+    (tmp_path / "mont0003.tif").unlink()
+    with pytest.raises(FileFormatError, match=r"names 1 tile file\(s\) that do not exist: '.*mont0003\.tif'"):
+        cl.open_montage(idoc)
+    write_idoc(tmp_path, tiles, piece, drop=(2,))
+    with pytest.raises(FileFormatError, match=r"section \[Image = mont0002\.tif\] has no PieceCoordinates"):
+        cl.open_montage(idoc)
+    write_idoc(tmp_path, tiles, piece)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "mont0001.tif", np.zeros((50, 128), np.uint16))  # replaced after the fact
+    mos = cl.open_montage(idoc)
+    with pytest.raises(FileFormatError, match=r"tile '.*mont0001\.tif' holds an image of shape \(50, 128\)"):
+        mos.values
+    with pytest.raises(FileFormatError, match="image-series file '.*nothere.idoc' does not exist"):
+        cl.open_montage(tmp_path / "nothere.idoc")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_pyramid_levels_are_block_means(dtype):
+    rng = np.random.default_rng(7)
+    tile = (rng.random((256, 320)) * 250).astype(dtype)
+    tree = mosaic_multiscale([tile], [[0.0, 0.0]], levels=7, chunks=64)
+    for k in range(1, 7):  # factors 2..64: both the area-resampling and the row-sum paths
+        f = 2**k
+        ref = tile[: 256 // f * f, : 320 // f * f].reshape(256 // f, f, 320 // f, f).mean(axis=(1, 3))
+        got = tree[f"scale{k}"]["image"].values
+        assert got.shape == ref.shape and got.dtype == dtype
+        if dtype == np.float32:
+            np.testing.assert_allclose(got, ref, rtol=1e-5)
+        else:  # rounded once, after blending
+            assert np.abs(got - np.rint(ref)).max() <= 1 and np.mean(got != np.rint(ref)) < 0.01

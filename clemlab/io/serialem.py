@@ -1,5 +1,18 @@
 """SerialEM autodoc files: navigators (``.nav``), image metadata (``.mdoc``, ``.idoc``).
 
+Image metadata (SerialEM help, "File Formats"; SerialEM sources ``Image/KStoreADOC.cpp``)
+--------------------------------------------------------------------------------------------
+An ``.mdoc`` sits beside an MRC file (``<file>.mrc.mdoc``): one ``[ZValue = z]`` section per
+image of the stack. An ``.idoc`` lets a series of single-image TIFF files stand in for an MRC
+stack: its first line is ``ImageSeries = 1``; global ``ImageSize = width height``,
+``DataMode``, ``PixelSpacing`` (Å) and, for a montage, ``Montage = 1``; then one
+``[Image = <name>.tif]`` section per image, named by the TIFF's file name relative to the
+idoc's folder (SerialEM writes ``<idoc name>0000.tif``, ``0001`` ...), with the same keys as an
+mdoc ``[ZValue]`` section (``PieceCoordinates = x y z``, ``StagePosition``, ``PixelSpacing``,
+``AlignedPieceCoords`` ...). SerialEM stores TIFFs top row first but MRC sections bottom row
+first, so a TIFF tile is the vertical mirror of the MRC section its ``PieceCoordinates`` refer
+to (:func:`clemlab.mosaic.open_montage` flips it back).
+
 The autodoc text format
 -----------------------
 A file is a list of lines. ``Key = value`` lines before the first section are *global*
@@ -648,7 +661,8 @@ def stage_affine(stage_xy: Any, pixel_size: float, shape: tuple[int, int], *, ro
 def mdoc_pixel_to_stage(path: str | os.PathLike | Autodoc, section: int = 0) -> Any:
     """Pixel -> stage transform of a SerialEM montage, fitted to its pieces' stage positions.
 
-    Every ``[ZValue]`` piece of montage ``section`` gives one pair: the centre of the piece in
+    Every piece (``[ZValue]`` section of an ``.mdoc``, ``[Image]`` section of an ``.idoc``) of
+    montage ``section`` gives one pair: the centre of the piece in
     montage pixels (``PieceCoordinates`` x, y + half the ``ImageSize``) and its
     ``StagePosition`` (µm). An affine least-squares fit of these pairs holds the pixel size,
     the camera rotation and mirror, and the tilt foreshortening as the microscope moved the
@@ -658,14 +672,15 @@ def mdoc_pixel_to_stage(path: str | os.PathLike | Autodoc, section: int = 0) -> 
     Parameters
     ----------
     path : path-like or Autodoc
-        The montage ``.mdoc``.
+        The montage ``.mdoc`` or ``.idoc``.
     section : int
         Montage section (third field of ``PieceCoordinates``).
 
     Returns
     -------
     clemlab.transforms.Affine
-        Montage pixel ``(x, y)`` (integers at pixel centres, rows in file order) -> stage
+        Montage pixel ``(x, y)`` (integers at pixel centres, rows in MRC file order: the
+        frame of ``PieceCoordinates`` and of :func:`clemlab.mosaic.open_montage`) -> stage
         ``(x, y)`` µm. ``.residuals`` of the fit are in ``attrs`` of nothing: call
         ``tf(pixels) - stage`` yourself if needed.
 
@@ -682,7 +697,7 @@ def mdoc_pixel_to_stage(path: str | os.PathLike | Autodoc, section: int = 0) -> 
     if size is None or size.size < 2:
         raise FileFormatError(f"{where} has no global ImageSize = width height: not a SerialEM image mdoc")
     pix, stage = [], []
-    for sec in doc.find("ZValue"):
+    for sec in doc.find("ZValue") or doc.find("Image"):
         pc, sp = sec.numbers("PieceCoordinates"), sec.numbers("StagePosition")
         if pc is None or sp is None or (pc.size > 2 and int(pc[2]) != section):
             continue
