@@ -23,8 +23,9 @@ dims, ``N`` pairs), where ``FLE² = K v`` is the expected squared localisation e
   ``G(q) C G(q)ᵀ``. For rigid models this reproduces Fitzpatrick, West & Maurer's closed form.
 * Projective, polynomial and thin-plate spline: parametric bootstrap. The fit is repeated on
   ``n_bootstrap`` synthetic landmark sets drawn from the noise model around the fitted
-  configuration; the mapping covariance at ``q`` is the second moment of the refitted maps'
-  deviation from the fit at ``q``.
+  configuration; the mapping covariance at ``q`` is a robust, median-based estimate from the
+  refitted maps' deviations from the fit at ``q`` (see :meth:`Registration.predicted_error`):
+  a Gaussian-equivalent size of the typical error, not a plain second moment.
 
 *Mapping error* (``predicted_error(points)``) is the error of the mapped position of an exactly
 known source point: what targeting needs. *Target error* (``include_target_fle=True``) adds the
@@ -566,10 +567,30 @@ class Registration:
 
         Notes
         -----
-        Linear models propagate the landmark noise through the least-squares fit (delta
-        method; for rigid models it equals Fitzpatrick, West & Maurer's closed form);
-        projective, polynomial and TPS models use a parametric bootstrap (``n_bootstrap``
-        refits). See the module docstring.
+        What is returned depends on :attr:`method`:
+
+        * ``"delta"`` (translation, rigid, similarity, affine): the landmark noise is
+          propagated through the least-squares fit; the result is the RMS error
+          ``sqrt(E|e|²)`` of the (Gaussian) mapping error. For rigid models it equals
+          Fitzpatrick, West & Maurer's closed form.
+        * ``"bootstrap"`` (projective, polynomial, TPS): a parametric bootstrap,
+          ``n_bootstrap`` refits to landmark sets drawn from the noise model around the fit.
+          The size is median-based: ``sqrt(D median|d|² / chi2_D.median)`` over the refits'
+          deviations ``d`` at each point, i.e. the RMS of the Gaussian error that has the same
+          median (the covariance's shape comes from the central 90 % of the refits). It is a
+          *typical* error: equal to the RMS when the error is Gaussian, as it nearly is for
+          well-determined fits, and insensitive to rare wild refits.
+
+        A projective map divides by ``h3 . (q, 1)``, which the landmark noise can push
+        through zero (the fitted horizon crosses ``q``), so its error has a tail
+        ``P(|e| > t) ~ c / t``: the mean error is, strictly, infinite. For well-determined
+        fits ``c`` is negligible; for exactly or nearly determined fits (4 pairs in 2-D,
+        poorly spread landmarks) the tail is reached in practice: most noise realisations
+        give about the value returned here, a few give errors many times larger, and no mean
+        error exists to predict (``benchmarks/bench_error_prediction.py`` shows it). The same
+        may happen for exactly determined polynomial fits (their coefficients divide by a
+        determinant of the noisy source positions). The summary warns when a projective or
+        polynomial fit is exactly determined.
         """
         cov = self.covariance(points)
         if include_target_fle:
@@ -790,6 +811,14 @@ class Registration:
         if flagged:
             out.append(f"Pair(s) {', '.join(flagged)} are far off when left out (beyond the 99.9 % "
                        "bound of the noise model): check them or use robust=True.")
+        lo = self._cls.required_points(k, **self.options) if self._cls in (_tf.Projective, _tf.Polynomial) else 0
+        if n == lo:
+            out.append(f"The {self.model} fit is exactly determined: {n} pairs for the {lo} it needs, "
+                       "so it passes through every landmark and nothing checks them (no residuals, "
+                       "no left-out errors). Its error can be heavy-tailed: usually near the predicted "
+                       "value, but occasionally many times larger, most of all when the landmarks "
+                       "are poorly spread. Add landmarks spread over the field, well beyond the "
+                       "minimum.")
         if self.fle_source == "affine residuals":
             out.append("The model interpolates the landmarks exactly, so the localisation error "
                        "was estimated from an affine fit's residuals; give per-point uncertainties "
