@@ -116,3 +116,59 @@ def test_bad_input(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(FileFormatError, match="is a directory"):
         cl.open_image(tmp_path / "folder")
+
+
+def small_registration(model="affine"):
+    rng = np.random.default_rng(11)
+    src = rng.uniform(0, 4, (8, 2))
+    truth = T.Affine(np.array([[1.02, 0.05, 0.3], [-0.04, 0.98, -0.2], [0, 0, 1]]), source_frame="LM", target_frame="EM")
+    dst = truth(src) + rng.normal(0, 0.01, src.shape)
+    lmk = cl.Landmarks.from_points(src, dst, source_frame="LM", target_frame="EM", sigma_src=0.02, sigma_dst=0.01)
+    lmk.set_active("P3", False)
+    return cl.register(lmk, model=model), lmk
+
+
+def test_registration_and_landmarks_in_group_attrs(tmp_path):
+    from clemlab.registration import Registration
+
+    reg, lmk = small_registration()
+    em = cl.as_image(np.random.default_rng(2).integers(0, 255, (64, 80), dtype=np.uint8), pixel_size=0.05, modality="EM")
+    lm = cl.as_image(np.full((1, 40, 48), 9, np.uint8), pixel_size=0.1, channels=["GFP"], modality="LM")
+    corr = cl.correlate(em, lm, reg)
+    path = cl.write_ome_zarr(corr, tmp_path / "corr.ome.zarr", registration=reg, landmarks=lmk, scale_factors=(2,))
+    meta = json.loads((path / ".zattrs").read_text())["clemlab"]
+    assert meta["registration"]["model"] == "affine" and len(meta["landmarks"]["pairs"]) == 8
+    assert "clem:registration" not in meta["attrs"]  # stored once, beside the image attrs
+    tree = open_multiscale(path)
+    pts = np.random.default_rng(3).uniform(-10, 10, (50, 2))
+    for k in ("scale0", "scale1"):
+        back = tree[k]["image"]
+        reg2 = Registration.from_dict(back.attrs["clem:registration"])
+        np.testing.assert_array_equal(reg2.transform(pts), reg.transform(pts))  # bit for bit
+        np.testing.assert_array_equal(reg2.residuals, reg.residuals)
+        assert reg2.landmarks == reg.landmarks and reg2.model == reg.model
+        assert cl.Landmarks.from_json_dict(back.attrs["clem:landmarks"]) == lmk
+    # re-writing what was read keeps them (they travel in the attrs); an explicit argument wins
+    back = cl.open_image(path)
+    again = cl.write_ome_zarr(back, tmp_path / "again.ome.zarr")
+    assert Registration.from_dict(cl.open_image(again).attrs["clem:registration"]).transform == reg.transform
+    other, _ = small_registration("similarity")
+    third = cl.write_ome_zarr(back, tmp_path / "third.ome.zarr", registration=other)
+    out = cl.open_image(third)
+    assert out.attrs["clem:registration"]["model"] == "similarity" and cl.Landmarks.from_json_dict(out.attrs["clem:landmarks"]) == lmk
+    # a plain image written without them carries neither
+    assert "clem:registration" not in cl.open_image(cl.write_ome_zarr(em, tmp_path / "em.ome.zarr")).attrs
+
+
+def test_registration_and_landmarks_bad_input(tmp_path):
+    from clemlab.errors import LandmarkError, RegistrationError
+
+    reg, lmk = small_registration()
+    img = em_image((64, 64), (32, 32))
+    with pytest.raises(RegistrationError, match="registration= must be a clemlab Registration .*got Affine"):
+        cl.write_ome_zarr(img, tmp_path / "r.ome.zarr", registration=reg.transform)
+    with pytest.raises(RegistrationError, match="got dict"):
+        cl.write_ome_zarr(img, tmp_path / "r.ome.zarr", registration=reg.to_dict())
+    with pytest.raises(LandmarkError, match="landmarks= must be a clemlab Landmarks table .*got ndarray"):
+        cl.write_ome_zarr(img, tmp_path / "r.ome.zarr", landmarks=lmk.src())
+    assert not (tmp_path / "r.ome.zarr").exists() and list(tmp_path.iterdir()) == []

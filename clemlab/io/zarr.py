@@ -4,7 +4,10 @@ Layout written by :func:`write_ome_zarr` (zarr format 2, ``/`` chunk keys, as NG
 
     name.ome.zarr/
         .zgroup, .zattrs      multiscales (axes with units, scale + translation per level),
-                              omero (channel labels, colours), clemlab (frame, transforms, ...)
+                              omero (channel labels, colours), clemlab: {"version": 1,
+                              "attrs": image attrs (frame, clem:transforms, ...),
+                              "registration": Registration.to_dict() (optional),
+                              "landmarks": Landmarks JSON document (optional)}
         0/ 1/ 2/ ...          levels; level k downsampled by f_k in y and x (block mean)
 
 Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
@@ -66,8 +69,49 @@ def _as_writable_image(obj: Any):
             raise ImageError("a Dataset to write must come from clemlab.correlate (variables 'EM' and 'LM')")
         img = stack_channels(obj)
         img.attrs["clem:transform_lm_to_em"] = obj.attrs.get("clem:transform_lm_to_em")
+        for key in _DOC_ATTRS.values():  # a registration / landmarks the Dataset carries
+            if obj.attrs.get(key) is not None:
+                img.attrs[key] = obj.attrs[key]
         return img
     return check_image(obj, "image")
+
+
+#: group-attrs key under "clemlab" -> image attr that holds the same document when read back
+_DOC_ATTRS = {"registration": "clem:registration", "landmarks": "clem:landmarks"}
+
+
+def _documents(attrs: dict, registration: Any, landmarks: Any) -> dict[str, Any]:
+    """The registration / landmarks documents to store: from the arguments, else from attrs.
+
+    ``attrs`` loses the ``clem:registration`` / ``clem:landmarks`` entries (they are stored
+    once, beside the image attrs, not inside them).
+    """
+    from ..errors import LandmarkError, RegistrationError
+
+    docs = {}
+    for key, attr in _DOC_ATTRS.items():
+        value = attrs.pop(attr, None)
+        if value is not None:
+            docs[key] = value
+    if registration is not None:
+        from ..registration import Registration
+
+        if not isinstance(registration, Registration):
+            raise RegistrationError(
+                f"registration= must be a clemlab Registration (the result of clemlab.register(landmarks, ...)), "
+                f"got {type(registration).__name__}; a bare transform goes in with image.clem.with_transform(...)"
+            )
+        docs["registration"] = registration.to_dict()
+    if landmarks is not None:
+        from ..landmarks import Landmarks
+
+        if not isinstance(landmarks, Landmarks):
+            raise LandmarkError(
+                f"landmarks= must be a clemlab Landmarks table (clemlab.Landmarks.from_points(...) or "
+                f"Landmarks.read(path)), got {type(landmarks).__name__}"
+            )
+        docs["landmarks"] = landmarks.to_json_dict()
+    return docs
 
 
 def _codec():
@@ -189,7 +233,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequence[int] | None = None,
-                   chunks: int | Sequence[int] | None = None, overwrite: bool = False) -> Path:
+                   chunks: int | Sequence[int] | None = None, overwrite: bool = False, registration: Any = None,
+                   landmarks: Any = None) -> Path:
     """Write an image (or a correlated Dataset) as a multiscale OME-Zarr, streamed with dask.
 
     Parameters
@@ -208,6 +253,13 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         the input's dask chunks, else 1024 px; channels are chunked one by one.
     overwrite : bool
         Replace an existing ``path``.
+    registration : clemlab.registration.Registration, optional
+        Stored in the group attrs as ``clemlab.registration`` (:meth:`Registration.to_dict`:
+        model, transform, landmarks, diagnostics). Default: the image's (or Dataset's)
+        ``clem:registration`` attr, if any.
+    landmarks : clemlab.landmarks.Landmarks, optional
+        Stored as ``clemlab.landmarks`` (the versioned landmarks JSON document). Default: the
+        ``clem:landmarks`` attr, if any.
 
     Returns
     -------
@@ -220,6 +272,20 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         ``path`` exists (and not ``overwrite``) or its folder is not writable.
     ImageError
         Bad ``scale_factors``/``chunks`` or attrs that are not JSON-able.
+    RegistrationError, LandmarkError
+        ``registration=`` / ``landmarks=`` of the wrong type.
+
+    Notes
+    -----
+    Reading back (:func:`clemlab.io.open_image`, :func:`open_multiscale`) puts the documents in
+    the attrs ``clem:registration`` and ``clem:landmarks`` of every level, as plain dicts:
+    ``Registration.from_dict(img.attrs["clem:registration"])`` and
+    ``Landmarks.from_json_dict(img.attrs["clem:landmarks"])`` rebuild them exactly.
+
+    Examples
+    --------
+    >>> reg = cl.register(landmarks, model="affine")                     # doctest: +SKIP
+    >>> cl.write_ome_zarr(cl.correlate(em, lm, reg), "corr.ome.zarr", registration=reg)  # doctest: +SKIP
     """
     import dask.array as da
     import zarr
@@ -256,6 +322,7 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         prev = f
     size0, org0 = img.clem.pixel_size, img.clem.origin
     attrs = _jsonable(dict(img.attrs))
+    docs = _jsonable(_documents(attrs, registration, landmarks))
 
     levels = _pyramid(data, dims, factors, csize)
     paths = [str(k) for k in range(len(levels))]
@@ -274,7 +341,7 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         "type": "mean",
         "metadata": {"method": "block mean over y and x (dask.array.coarsen)", "writer": "clemlab"},
     }
-    group_attrs: dict[str, Any] = {"multiscales": [multiscale], "clemlab": {"version": 1, "attrs": attrs}}
+    group_attrs: dict[str, Any] = {"multiscales": [multiscale], "clemlab": {"version": 1, "attrs": attrs, **docs}}
     if "c" in dims:
         info = np.iinfo(img.dtype) if img.dtype.kind in "iu" else None
         lo, hi = (float(info.min), float(info.max)) if info else (0.0, 1.0)
@@ -397,6 +464,9 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
         if len(labels) == data.shape[dims.index("c")] and all(labels):
             channels = [str(x) for x in labels]
     extra = {k: v for k, v in clem.items() if k not in ("modality", "frame", "colors", "source")}
+    for key, attr in _DOC_ATTRS.items():
+        if isinstance((attrs.get("clemlab") or {}).get(key), dict):
+            extra[attr] = attrs["clemlab"][key]
     return RawImage(data=data, dims=dims, pixel_size=sizes, origin=origins, channels=channels,
                     colors=clem.get("colors"), modality=clem.get("modality"), frame=clem.get("frame"),
                     attrs=extra)
