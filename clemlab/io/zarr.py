@@ -87,30 +87,27 @@ def _documents(attrs: dict, registration: Any, landmarks: Any) -> dict[str, Any]
     once, beside the image attrs, not inside them).
     """
     from ..errors import LandmarkError, RegistrationError
+    from ..landmarks import Landmarks
+    from ..registration import Registration
 
     docs = {}
     for key, attr in _DOC_ATTRS.items():
         value = attrs.pop(attr, None)
         if value is not None:
             docs[key] = value
-    if registration is not None:
-        from ..registration import Registration
-
-        if not isinstance(registration, Registration):
-            raise RegistrationError(
-                f"registration= must be a clemlab Registration (the result of clemlab.register(landmarks, ...)), "
-                f"got {type(registration).__name__}; a bare transform goes in with image.clem.with_transform(...)"
-            )
-        docs["registration"] = registration.to_dict()
-    if landmarks is not None:
-        from ..landmarks import Landmarks
-
-        if not isinstance(landmarks, Landmarks):
-            raise LandmarkError(
-                f"landmarks= must be a clemlab Landmarks table (clemlab.Landmarks.from_points(...) or "
-                f"Landmarks.read(path)), got {type(landmarks).__name__}"
-            )
-        docs["landmarks"] = landmarks.to_json_dict()
+    given = {
+        "registration": (registration, Registration, Registration.to_dict, RegistrationError,
+                         "a clemlab Registration (the result of clemlab.register(landmarks, ...))",
+                         "; a bare transform goes in with image.clem.with_transform(...)"),
+        "landmarks": (landmarks, Landmarks, Landmarks.to_json_dict, LandmarkError,
+                      "a clemlab Landmarks table (clemlab.Landmarks.from_points(...) or Landmarks.read(path))", ""),
+    }
+    for key, (value, cls, to_doc, error, what, hint) in given.items():
+        if value is None:
+            continue
+        if not isinstance(value, cls):
+            raise error(f"{key}= must be {what}, got {type(value).__name__}{hint}")
+        docs[key] = to_doc(value)
     return docs
 
 
