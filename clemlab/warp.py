@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import warnings
 from typing import Any
 
@@ -56,6 +57,29 @@ _CV_MAX_SIDE = 32767  # OpenCV's limit on image sides (SHRT_MAX)
 _FOOTPRINT_SIDE = 8192  # default chunks shrink so that footprints stay below this side
 _MAX_SPACING = 128  # coarsest node spacing tried (px)
 _STRIP_ROWS = 256  # output rows per remap strip
+_SCRATCH_MAX = 64 * 2**20  # largest per-thread scratch buffer kept for reuse (bytes)
+_SCRATCH = threading.local()
+
+
+def _scratch(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A per-thread reusable work buffer of ``shape`` (contents undefined).
+
+    Memory a process touches for the first time is expensive on virtual machines (measured on
+    the project's 2-core machines: ~3 ms per MB, more than the interpolation that fills it), and
+    every output chunk would otherwise take fresh buffers for its source footprint and its
+    coordinate maps. The buffers live as long as the (dask worker) thread; each task uses
+    them only while it runs and returns none of them. Above ``_SCRATCH_MAX`` a fresh array is
+    returned instead.
+    """
+    dtype = np.dtype(dtype)
+    n = math.prod(shape) * dtype.itemsize
+    if n > _SCRATCH_MAX:
+        return np.empty(shape, dtype)
+    buf = getattr(_SCRATCH, key, None)
+    if buf is None or buf.nbytes < n:
+        buf = np.empty(max(n, 1), np.uint8)
+        setattr(_SCRATCH, key, buf)
+    return buf[:n].view(dtype).reshape(shape)
 
 
 def _as_transform(transform: Any) -> _tf.Transform:
@@ -142,7 +166,7 @@ def _assemble(blocks: list, starts: list, lo: tuple[int, ...], hi: tuple[int, ..
         sl = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, s))
         return b[(Ellipsis,) + sl]
     first = np.asarray(blocks[0])
-    out = np.empty(first.shape[:nlead] + shape, dtype=first.dtype)
+    out = _scratch("footprint", first.shape[:nlead] + shape, first.dtype)  # consumed by _resample only
     for b, s in zip(blocks, starts):
         b = np.asarray(b)
         src_sl, dst_sl = [], []
@@ -270,8 +294,8 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
     # map keeps the g padding columns on each side (no copy of the 8-byte map pixels), so the
     # strip is remapped g columns wider and the wanted columns copied out
     wide = xy.shape[1] * g
-    up = np.empty((step + 2 * g, wide, 2), np.float32)
-    tmp = np.empty((step, wide), flat.dtype)
+    up = _scratch("map", (step + 2 * g, wide, 2), np.float32)
+    tmp = _scratch("strip", (step, wide), flat.dtype)
     for r0 in range(0, shape[0], step):
         h = min(shape[0], r0 + step) - r0
         sub = xy[r0 // g : r0 // g + -(-h // g) + 2]
