@@ -278,8 +278,7 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
                   interp: int, border: dict) -> np.ndarray:
     """``cv2.remap`` of each plane through the upsampled node map, a strip of rows at a time.
 
-    Upsampling the whole chunk's map at once needs 8 bytes per output pixel (32 MB for a 2048²
-    chunk) in fresh memory; a strip of ~256 rows stays in cache. Node rows ``[r0/g, r1/g + 2)``
+    The map takes 8 bytes per output pixel; a strip of ~256 rows of it stays in cache. Node rows ``[r0/g, r1/g + 2)``
     resized by ``g`` give exactly the rows the whole-chunk upsampling gives for ``[r0, r1)``
     (``r0`` a multiple of ``g``; see :func:`node_positions`).
     """
@@ -290,19 +289,18 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
             cv2.remap(pl, xy, None, interp, dst=out[k], **border)
         return out
     step = max(g, (_STRIP_ROWS // g) * g)
-    # buffers reused by every strip (fresh pages cost more than the interpolation itself); the
-    # map keeps the g padding columns on each side (no copy of the 8-byte map pixels), so the
-    # strip is remapped g columns wider and the wanted columns copied out
+    # the map buffer is reused by every strip and task (fresh pages cost more than the
+    # interpolation itself); remap reads the wanted window of it in place (OpenCV takes row
+    # strides) and writes straight into the output rows
     wide = xy.shape[1] * g
     up = _scratch("map", (step + 2 * g, wide, 2), np.float32)
-    tmp = _scratch("strip", (step, wide), flat.dtype)
     for r0 in range(0, shape[0], step):
         h = min(shape[0], r0 + step) - r0
         sub = xy[r0 // g : r0 // g + -(-h // g) + 2]
         cv2.resize(sub, (wide, sub.shape[0] * g), dst=up[: sub.shape[0] * g], interpolation=cv2.INTER_LINEAR)
+        window = up[g : g + h, g : g + shape[1]]
         for k, pl in enumerate(flat):
-            cv2.remap(pl, up[g : g + h], None, interp, dst=tmp[:h], **border)
-            out[k, r0 : r0 + h] = tmp[:h, g : g + shape[1]]
+            cv2.remap(pl, window, None, interp, dst=out[k, r0 : r0 + h], **border)
     return out
 
 
