@@ -657,7 +657,9 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
     -------
     xarray.Dataset
         Variables ``"EM"`` and ``"LM"`` (dims ``([c,] y, x)``) on the chosen grid, lazy;
-        attrs ``frame`` and ``clem:transform_lm_to_em``.
+        attrs ``frame`` and ``clem:transform_lm_to_em``; given a Registration, also
+        ``clem:registration`` and ``clem:landmarks`` (its ``to_dict()`` and its landmarks'
+        JSON form), which :func:`clemlab.write_ome_zarr` stores in the group attrs.
     """
     if frame not in ("EM", "LM"):
         raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
@@ -674,7 +676,12 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
         moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks)
         data = {"EM": moved, "LM": lm}
         name = lm.attrs.get("frame", "LM")
-    return xr.Dataset(data, attrs={"frame": name, "clem:transform_lm_to_em": tf.to_dict()})
+    attrs = {"frame": name, "clem:transform_lm_to_em": tf.to_dict()}
+    if tf is not transform and hasattr(transform, "to_dict") and hasattr(transform, "landmarks"):
+        # a Registration: keep it (and its landmarks) with the data, so write_ome_zarr stores them
+        attrs["clem:registration"] = transform.to_dict()
+        attrs["clem:landmarks"] = transform.landmarks.to_json_dict()
+    return xr.Dataset(data, attrs=attrs)
 
 
 def stack_channels(corr: xr.Dataset, dtype: Any = None) -> xr.DataArray:

@@ -160,6 +160,23 @@ def test_registration_and_landmarks_in_group_attrs(tmp_path):
     assert "clem:registration" not in cl.open_image(cl.write_ome_zarr(em, tmp_path / "em.ome.zarr")).attrs
 
 
+def test_correlate_carries_its_registration_into_the_file(tmp_path):
+    from clemlab.registration import Registration
+
+    reg, lmk = small_registration()
+    em = cl.as_image(np.zeros((32, 40), np.uint8), pixel_size=0.1, modality="EM")
+    lm = cl.as_image(np.zeros((1, 20, 24), np.uint8), pixel_size=0.2, channels=["GFP"], modality="LM")
+    corr = cl.correlate(em, lm, reg)  # no registration= to the writer: correlate's attrs carry it
+    back = cl.open_image(cl.write_ome_zarr(corr, tmp_path / "c.ome.zarr", scale_factors=()))
+    reg2 = Registration.from_dict(back.attrs["clem:registration"])
+    pts = np.random.default_rng(5).uniform(0, 4, (20, 2))
+    np.testing.assert_array_equal(reg2.transform(pts), reg.transform(pts))
+    assert cl.Landmarks.from_json_dict(back.attrs["clem:landmarks"]) == lmk
+    # a bare transform carries only itself
+    plain = cl.correlate(em, lm, reg.transform)
+    assert "clem:registration" not in plain.attrs and "clem:transform_lm_to_em" in plain.attrs
+
+
 def test_registration_and_landmarks_bad_input(tmp_path):
     from clemlab.errors import LandmarkError, RegistrationError
 
