@@ -14,15 +14,19 @@ allocating its output, as a user's call does), ``dask_image.ndinterp.affine_tran
 chunks, zarr to zarr, 2 threads) and ``scipy.ndimage.affine_transform`` (in memory, one core).
 clemlab's and dask-image's results are written by the same writer (``clemlab.write_ome_zarr``,
 one level), so the comparison is of the engines; ``io-floor`` is that read and write with no
-resampling. Every configuration runs ``--repeat`` times (default 3), each in a fresh subprocess
+resampling. Every configuration runs ``--repeat`` times (default 5; round-robin over the configurations of
+a dtype, the doubled side included), each in a fresh subprocess
 after an untimed warm-up on a 256² image (imports, thread pools); the best time is kept and the
 largest peak RSS (``VmHWM`` from ``/proc/self/status``; ``ru_maxrss`` survives ``exec`` on
 Linux). CPU seconds of the timed part are reported too (less sensitive to other load). The
 input is flushed to disk (``os.sync``) before every timed part, so no run pays for writing back
 another's dirty pages.
-Targets (issue 5): >= 0.7x OpenCV, >= 8x dask-image, peak RSS < 1.5 GB and < +20 % when the
-side doubles (time <= 4.4x), a 50-landmark thin-plate-spline warp <= 1.5x the affine time; the
-last line says which are met.
+The OpenCV figure judged is the faster of its first call (which maps fresh output pages, costly
+and erratic on virtual machines) and a second call in the same process. Targets (issue 5): >= 0.7x OpenCV, >= 8x dask-image, peak RSS < 1.5 GB and < +20 % when the
+side doubles (time <= 4.4x), a 50-landmark thin-plate-spline warp <= 1.5x the affine time (judged
+for the spline in BigWarp's parameterisation, which the warp evaluates directly; the same
+landmarks fitted the other way, inverted by Newton's method per coarse-grid node, are printed
+too); the last line says which are met.
 """
 
 from __future__ import annotations
@@ -103,9 +107,10 @@ def _transform(size: int, kind: str):
     rng = np.random.default_rng(0)
     src = rng.uniform(STAGE, STAGE + size * PIXEL, (50, 2))
     dst = sim(src) + rng.normal(0, 3 * PIXEL, (50, 2))  # a few px of non-linear distortion
-    if hasattr(T, "ThinPlateSpline"):
-        return T.ThinPlateSpline.from_estimate(src, dst, source_frame="EM", target_frame="OUT")
-    raise SystemExit("clemlab.transforms.ThinPlateSpline is not available")
+    # "tps": BigWarp's parameterisation (spline fitted from the target landmarks to the source
+    # ones), which the warp evaluates directly; "tps-newton": fitted source -> target, so the
+    # warp inverts it by Newton's method at every coarse-grid node
+    return T.ThinPlateSpline.from_estimate(src, dst, bigwarp=kind == "tps", source_frame="EM", target_frame="OUT")
 
 
 def _warm(name: str) -> None:
@@ -114,7 +119,7 @@ def _warm(name: str) -> None:
 
     small = np.zeros((256, 256), np.uint8)
     warm_out = tempfile.mkdtemp(prefix="clemlab-bench-warm-")
-    if name in ("clemlab", "clemlab-tps", "io-floor"):
+    if name.startswith("clemlab") or name == "io-floor":
         import clemlab as cl
 
         img = cl.as_image(small, pixel_size=PIXEL, origin=(STAGE, STAGE), modality="EM")
@@ -151,13 +156,13 @@ def child(cfg: dict) -> dict:
     size, src, out = cfg["size"], cfg["src"], cfg["out"]
     name = cfg["name"]
     extra = {}
-    if name in ("clemlab", "clemlab-tps"):
+    if name.startswith("clemlab"):
         import clemlab as cl
 
         img = cl.open_image(src)
         data = img.data
         like = cl.as_image(da.zeros_like(data), pixel_size=PIXEL, origin=(STAGE, STAGE), modality="OUT")
-        tf = _transform(size, "affine" if name == "clemlab" else "tps")
+        tf = _transform(size, {"clemlab": "affine", "clemlab-tps": "tps", "clemlab-tps-newton": "tps-newton"}[name])
         _warm(name)
         t0, c0 = time.perf_counter(), time.process_time()
         _write(cl.warp(img, tf, like=like, chunks=CHUNK), out)
@@ -208,22 +213,36 @@ def child(cfg: dict) -> dict:
             "peak_rss_mb": rss, **extra}
 
 
-def run(name: str, size: int, src: str, out: str, repeat: int = 1) -> dict:
-    """Best time of ``repeat`` fresh subprocesses; peak RSS is the largest of them."""
+def _once(name: str, size: int, src: str, out: str) -> dict:
+    """One fresh subprocess measuring one configuration."""
     cfg = json.dumps({"name": name, "size": size, "src": src, "out": out})
-    runs = []
+    proc = subprocess.run([sys.executable, __file__, "--child", cfg], capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_rounds(configs: list, out: str, repeat: int) -> dict:
+    """Every configuration ``(key, name, size, src)`` once per round, ``repeat`` rounds.
+
+    Round-robin, so a slow spell of the (shared, virtual) machine hits every engine alike
+    rather than all runs of one. Per key: the best time (with its CPU seconds and Mpx/s),
+    the largest peak RSS, all times, and OpenCV's best second-call time.
+    """
+    runs: dict = {key: [] for key, *_ in configs}
     for _ in range(repeat):
-        proc = subprocess.run([sys.executable, __file__, "--child", cfg], capture_output=True, text=True)
-        shutil.rmtree(out, ignore_errors=True)
-        if proc.returncode:
-            raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    best = dict(min(runs, key=lambda r: r["seconds"]))
-    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-    best["all_seconds"] = [round(r["seconds"], 3) for r in runs]
-    if "seconds_second_call" in best:
-        best["seconds_second_call"] = min(r["seconds_second_call"] for r in runs)
-    return best
+        for key, name, size, src in configs:
+            runs[key].append(_once(name, size, src, out))
+    results = {}
+    for key, rs in runs.items():
+        best = dict(min(rs, key=lambda r: r["seconds"]))
+        best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
+        best["all_seconds"] = [round(r["seconds"], 3) for r in rs]
+        if "seconds_second_call" in best:
+            best["seconds_second_call"] = min(r["seconds_second_call"] for r in rs)
+        results[key] = best
+    return results
 
 
 def _verdict(ok: bool) -> str:
@@ -233,7 +252,7 @@ def _verdict(ok: bool) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=16384, help="image side in px (multiple of 2048)")
-    ap.add_argument("--repeat", type=int, default=3, help="fresh runs per configuration; the best time is kept")
+    ap.add_argument("--repeat", type=int, default=5, help="fresh runs per configuration; the best time is kept")
     ap.add_argument("--dtypes", default="uint8,uint16", help="comma-separated dtypes")
     ap.add_argument("--no-double", action="store_true", help="skip the doubled side")
     ap.add_argument("--no-scipy", action="store_true", help="skip the (slow) scipy baseline")
@@ -248,25 +267,36 @@ def main() -> None:
     out = os.path.join(tmp, "out.zarr")
     try:
         print(f"warp {size}x{size}, zarr {CHUNK}^2 chunks, rotation 10 deg + scale 1.1, bilinear, 2 threads, "
-              f"best of {rep} fresh runs (load average before: {os.getloadavg()[0]:.2f})")
-        print(f"{'dtype':7} {'engine':12} {'s':>7} {'cpu s':>7} {'Mpx/s':>8} {'RSS MB':>8}  runs (s)")
+              f"best of {rep} fresh runs, round-robin (load average before: {os.getloadavg()[0]:.2f})")
+        print(f"{'dtype':7} {'engine':18} {'s':>7} {'cpu s':>7} {'Mpx/s':>8} {'RSS MB':>8}  runs (s)")
         results, verdicts = {}, []
 
         def show(dtype, label, r):
-            print(f"{dtype:7} {label:12} {r['seconds']:7.2f} {r['cpu_seconds']:7.2f} {r['mpx_per_s']:8.1f} "
+            print(f"{dtype:7} {label:18} {r['seconds']:7.2f} {r['cpu_seconds']:7.2f} {r['mpx_per_s']:8.1f} "
                   f"{r['peak_rss_mb']:8.0f}  "
                   f"{r['all_seconds']}", flush=True)
 
+        doubled = {}
         for dtype in args.dtypes.split(","):
             src = os.path.join(tmp, f"in-{dtype}.zarr")
             _make_input(src, size, dtype)
             names = ["clemlab", "opencv", "dask-image"] + ([] if args.no_scipy else ["scipy"]) + ["io-floor"]
             if dtype == "uint8" and not args.no_tps:
-                names.append("clemlab-tps")
+                names += ["clemlab-tps", "clemlab-tps-newton"]
+            configs = [((dtype, n), n, size, src) for n in names]
+            src2 = None
+            if dtype == "uint8" and not args.no_double:  # the doubled side, in the same rounds
+                src2 = os.path.join(tmp, "in-double.zarr")
+                _make_input(src2, 2 * size, "uint8")
+                configs += [(("double", n), n, 2 * size, src2) for n in ("clemlab", "io-floor")]
+            res = run_rounds(configs, out, rep)
+            shutil.rmtree(src, ignore_errors=True)
+            if src2:
+                shutil.rmtree(src2, ignore_errors=True)
+                doubled = {n: res[("double", n)] for n in ("clemlab", "io-floor")}
             for name in names:
-                r = run(name, size, src, out, rep)
-                results[(dtype, name)] = r
-                show(dtype, name, r)
+                results[(dtype, name)] = res[(dtype, name)]
+                show(dtype, name, res[(dtype, name)])
             base = results[(dtype, "clemlab")]["mpx_per_s"]
             ratios = {o: base / results[(dtype, o)]["mpx_per_s"] for o in names[1:]
                       if not o.startswith("clemlab") and o != "io-floor"}
@@ -277,24 +307,27 @@ def main() -> None:
                   f"{io / results[(dtype, 'opencv')]['seconds']:.2f}x OpenCV's whole warp time, "
                   f"{io / results[(dtype, 'clemlab')]['seconds']:.0%} of clemlab's")
             cv_warm = size * size / results[(dtype, "opencv")]["seconds_second_call"] / 1e6
-            print(f"  {dtype}: (OpenCV's second call in the same process, output pages already mapped: "
-                  f"{cv_warm:.1f} Mpx/s -> clemlab / that = {base / cv_warm:.2f}x)")
-            verdicts.append((f"{dtype} >= 0.7x OpenCV", ratios["opencv"] >= 0.7))
+            cv_best = max(cv_warm, results[(dtype, "opencv")]["mpx_per_s"])
+            print(f"  {dtype}: OpenCV's second call in the same process (output pages already mapped): "
+                  f"{cv_warm:.1f} Mpx/s; judged against the faster of the two OpenCV figures "
+                  f"({cv_best:.1f} Mpx/s): clemlab / OpenCV = {base / cv_best:.2f}x")
+            verdicts.append((f"{dtype} >= 0.7x OpenCV", base / cv_best >= 0.7))
             verdicts.append((f"{dtype} >= 8x dask-image", ratios["dask-image"] >= 8))
             verdicts.append((f"{dtype} peak RSS < 1.5 GB", results[(dtype, "clemlab")]["peak_rss_mb"] * 2**20 < 1.5e9))
-            shutil.rmtree(src, ignore_errors=True)
         if not args.no_tps and ("uint8", "clemlab-tps") in results:
-            tps = results[("uint8", "clemlab-tps")]["seconds"] / results[("uint8", "clemlab")]["seconds"]
-            tps_cpu = results[("uint8", "clemlab-tps")]["cpu_seconds"] / results[("uint8", "clemlab")]["cpu_seconds"]
-            print(f"  TPS (50 landmarks) time / affine time = {tps:.2f}x (CPU seconds: {tps_cpu:.2f}x)")
+            aff = results[("uint8", "clemlab")]
+            for label in ("clemlab-tps", "clemlab-tps-newton"):
+                r = results[("uint8", label)]
+                print(f"  {label} (50 landmarks) time / affine time = {r['seconds'] / aff['seconds']:.2f}x "
+                      f"(CPU seconds: {r['cpu_seconds'] / aff['cpu_seconds']:.2f}x)")
+            tps = results[("uint8", "clemlab-tps")]["seconds"] / aff["seconds"]
             verdicts.append(("TPS time <= 1.5x affine", tps <= 1.5))
-        if not args.no_double and ("uint8", "clemlab") in results:
-            src = os.path.join(tmp, "in-double.zarr")
-            _make_input(src, 2 * size, "uint8")
-            r2 = run("clemlab", 2 * size, src, out, rep)
-            shutil.rmtree(src, ignore_errors=True)
-            r1 = results[("uint8", "clemlab")]
+        if doubled:
+            r2, io2 = doubled["clemlab"], doubled["io-floor"]
             show("uint8", f"clemlab@{2 * size}", r2)
+            show("uint8", f"io@{2 * size}", io2)
+            print(f"  doubling the side: io-floor time x{io2['seconds'] / results[('uint8', 'io-floor')]['seconds']:.2f}")
+            r1 = results[("uint8", "clemlab")]
             t_ratio, rss_change = r2["seconds"] / r1["seconds"], r2["peak_rss_mb"] / r1["peak_rss_mb"] - 1
             print(f"  doubling the side: time x{t_ratio:.2f} (CPU seconds x{r2['cpu_seconds'] / r1['cpu_seconds']:.2f}; "
                   f"4x pixels), peak RSS {100 * rss_change:+.0f}%")
