@@ -14,21 +14,24 @@ allocating its output, as a user's call does), ``dask_image.ndinterp.affine_tran
 chunks, zarr to zarr, 2 threads) and ``scipy.ndimage.affine_transform`` (in memory, one core).
 clemlab's and dask-image's results are written by the same writer (``clemlab.write_ome_zarr``,
 one level), so the comparison is of the engines; ``io-floor`` is that read and write with no
-resampling; both keep the cores busy (page-cache copies are CPU time), so OpenCV's resampling time
-plus the io-floor bounds what any engine that reads and writes the zarr can reach (printed as
-"bound"). Every configuration runs ``--repeat`` times (default 5; round-robin over the configurations of
-a dtype, the doubled side included), each in a fresh subprocess
-after an untimed warm-up on a 256² image (imports, thread pools); the best time is kept and the
-largest peak RSS (``VmHWM`` from ``/proc/self/status``; ``ru_maxrss`` survives ``exec`` on
-Linux). CPU seconds of the timed part are reported too (less sensitive to other load). The
-input is flushed to disk (``os.sync``) before every timed part, so no run pays for writing back
-another's dirty pages.
+resampling. Both keep the cores busy (page-cache copies are CPU time), so OpenCV's resampling
+time plus the io-floor bounds what any engine that reads and writes the zarr can reach (printed
+as "bound").
+
+Every configuration runs ``--repeat`` times (default 5; round-robin over the configurations of
+a dtype, the doubled side included), each in a fresh subprocess after an untimed warm-up on a
+256² image (imports, thread pools); the best time is kept and the largest peak RSS (``VmHWM``
+from ``/proc/self/status``; ``ru_maxrss`` survives ``exec`` on Linux). CPU seconds of the timed
+part are reported too (less sensitive to other load). The input is flushed to disk
+(``os.sync``) before every timed part, so no run pays for writing back another's dirty pages.
 The OpenCV figure judged is the faster of its first call (which maps fresh output pages, costly
-and erratic on virtual machines) and a second call in the same process. Targets (issue 5): >= 0.7x OpenCV, >= 8x dask-image, peak RSS < 1.5 GB and < +20 % when the
-side doubles (time <= 4.4x), a 50-landmark thin-plate-spline warp <= 1.5x the affine time (judged
-for the spline in BigWarp's parameterisation, which the warp evaluates directly; the same
-landmarks fitted the other way, inverted by Newton's method per coarse-grid node, are printed
-too); the last line says which are met.
+and erratic on virtual machines) and a second call in the same process.
+
+Targets (issue 5): >= 0.7x OpenCV, >= 8x dask-image, peak RSS < 1.5 GB and < +20 % when the
+side doubles (time <= 4.4x), a 50-landmark thin-plate-spline warp <= 1.5x the affine time
+(judged for the spline in BigWarp's parameterisation, which the warp evaluates directly; the
+same landmarks fitted the other way, inverted by Newton's method per coarse-grid node, are
+printed too); the last line says which are met.
 """
 
 from __future__ import annotations

@@ -278,9 +278,9 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
                   interp: int, border: dict) -> np.ndarray:
     """``cv2.remap`` of each plane through the upsampled node map, a strip of rows at a time.
 
-    The map takes 8 bytes per output pixel; a strip of ~256 rows of it stays in cache. Node rows ``[r0/g, r1/g + 2)``
-    resized by ``g`` give exactly the rows the whole-chunk upsampling gives for ``[r0, r1)``
-    (``r0`` a multiple of ``g``; see :func:`node_positions`).
+    The map takes 8 bytes per output pixel; a strip of ~256 rows of it stays in cache. Node
+    rows ``[r0/g, r1/g + 2)`` resized by ``g`` give exactly the rows the whole-chunk
+    upsampling gives for ``[r0, r1)`` (``r0`` a multiple of ``g``; see :func:`node_positions`).
     """
     out = np.empty((len(flat),) + tuple(shape), dtype=flat.dtype)
     xy = np.ascontiguousarray(nodes[..., ::-1], dtype=np.float32)  # OpenCV wants (x, y) = (col, row)
