@@ -39,6 +39,7 @@ _EXPORTS = {
     "plot_targets": "targets",
     "open_montage": "mosaic",
     "mosaic_from_tiles": "mosaic",
+    "mosaic_multiscale": "mosaic",
     "refine_positions": "mosaic",
     "Identity": "transforms",
     "Translation": "transforms",
