@@ -447,11 +447,11 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
     if not 0 <= level < len(datasets):
         raise FileFormatError(f"{_fmt(p)} has {len(datasets)} levels; level={level} does not exist")
     dims, sizes, origins = _level_geometry(ms, level, p)
-    arr = group[datasets[level]["path"]]
     layout = v2_layout(p / datasets[level]["path"])
     if layout is not None and chunks is None:
         data = read_dask(p / datasets[level]["path"], layout)  # chunk files read directly, as written
     else:
+        arr = group[datasets[level]["path"]]
         data = da.from_zarr(arr, chunks=chunks if chunks is not None else arr.chunks)
     clem = (attrs.get("clemlab") or {}).get("attrs") or {}
     channels = None
