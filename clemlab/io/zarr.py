@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FileFormatError, ImageError
-from ._zarr_chunks import ChunkWriter, read_dask, v2_layout
+from ._zarr_chunks import BackgroundWriter, ChunkWriter, read_dask, v2_layout
 
 __all__ = ["write_ome_zarr", "read_ome_zarr", "open_multiscale", "is_ome_zarr", "NGFF_VERSION"]
 
@@ -362,10 +362,16 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
                 compressors=_codec(), config={"write_empty_chunks": True},
             ))
         group.attrs.update(group_attrs)
-        # whole chunks are written straight to their files (same bytes as zarr; see _zarr_chunks)
-        targets = [ChunkWriter(tmp / pth, lay) if (lay := v2_layout(tmp / pth)) else t
-                   for pth, t in zip(paths, targets)]
-        _store_blocks(data, levels, targets, dims, factors, csize)
+        # whole chunks are written straight to their files (same bytes as zarr), large ones by
+        # background threads with direct I/O (see _zarr_chunks); all are on disk after close()
+        writer = BackgroundWriter()
+        try:
+            targets = [ChunkWriter(tmp / pth, lay, writer) if (lay := v2_layout(tmp / pth)) else t
+                       for pth, t in zip(paths, targets)]
+            _store_blocks(data, levels, targets, dims, factors, csize)
+            writer.close()
+        finally:
+            writer.close(raise_error=False)
         if p.exists():  # overwrite: swap in the new folder, then drop the old one
             old = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.old"
             os.replace(p, old)
