@@ -177,3 +177,34 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError, match="cannot be computed"):
         cl.write_ome_zarr(img, tmp_path / "x.ome.zarr", scale_factors=[])
     assert list(tmp_path.iterdir()) == []  # no half-written pyramid, no temporary folder
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_incompressible_blosc_chunks_are_used_in_place(tmp_path, dtype):
+    # noise is stored verbatim by Blosc (flag BLOSC_MEMCPYED); a smooth ramp is compressed:
+    # both read back exactly, as writable arrays, whatever the shuffle
+    rng = np.random.default_rng(11)
+    noise = rng.integers(0, 256, (64, 64 * np.dtype(dtype).itemsize), dtype=np.uint8).view(dtype)  # random bits
+    ramp = np.add.outer(np.arange(64), np.arange(64)).astype(dtype)
+    z = _make(tmp_path / "a", (64, 128), (64, 64), dtype, Blosc("lz4", 5, Blosc.SHUFFLE))
+    z[:, :64] = noise
+    z[:, 64:] = ramp
+    raw0 = (tmp_path / "a" / "0" / "0").read_bytes()
+    assert raw0[2] & 0x02 and (dtype == "uint8" or not (tmp_path / "a" / "0" / "1").read_bytes()[2] & 0x02)
+    arr = read_dask(tmp_path / "a", v2_layout(tmp_path / "a"))
+    a, b = arr.blocks[0, 0].compute(), arr.blocks[0, 1].compute()
+    np.testing.assert_array_equal(a, noise)
+    np.testing.assert_array_equal(b, ramp)
+    a[0, 0] = 1  # writable
+    b[0, 0] = 1
+
+
+def test_damaged_chunk_file_names_the_file(tmp_path):
+    from clemlab.errors import FileFormatError
+
+    z = _make(tmp_path / "a", (64, 64), (64, 64), "uint16", Blosc("lz4", 5, Blosc.SHUFFLE))
+    z[...] = np.add.outer(np.arange(64), np.arange(64)).astype(np.uint16)
+    chunk = tmp_path / "a" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:40])  # truncated
+    with pytest.raises(FileFormatError, match=r"0/0.*damaged or truncated"):
+        read_dask(tmp_path / "a", v2_layout(tmp_path / "a")).compute()

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FileFormatError
+
 __all__ = ["v2_layout", "read_dask", "ChunkWriter", "BackgroundWriter"]
 
 #: Chunk files at least this large go through the direct-I/O path of BackgroundWriter.
@@ -98,17 +100,45 @@ def _read_chunk(root: str, idx: tuple[int, ...], layout: dict) -> np.ndarray:
     chunks, shape, dtype = layout["chunks"], layout["shape"], layout["dtype"]
     trim = tuple(slice(0, min(c, n - i * c)) for i, c, n in zip(idx, chunks, shape))
     try:
-        with open(_chunk_file(root, idx, layout["sep"]), "rb") as fh:
-            raw = fh.read()
+        with open(_chunk_file(root, idx, layout["sep"]), "rb", buffering=0) as fh:
+            raw = bytearray(os.fstat(fh.fileno()).st_size)
+            got = fh.readinto(raw)
     except FileNotFoundError:  # never written: the fill value, as zarr reads it
         return np.full(tuple(s.stop for s in trim), layout["fill_value"], dtype)
-    full = np.empty(chunks, dtype)
     codec = layout["codec"]
-    if codec is None:
-        full.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, np.uint8)
+    nbytes = int(np.prod(chunks)) * dtype.itemsize
+    offset = 0 if codec is None else _blosc_verbatim_offset(codec, raw, nbytes)
+    if got == len(raw) and offset is not None and len(raw) == offset + nbytes:
+        full = np.frombuffer(raw, dtype, offset=offset).reshape(chunks)  # writable, no second copy
     else:
-        codec.decode(raw, out=full)
+        full = np.empty(chunks, dtype)
+        if codec is None:
+            full.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, np.uint8, count=got)
+        else:
+            try:
+                codec.decode(memoryview(raw)[:got], out=full)
+            except Exception as exc:  # a damaged or truncated chunk file
+                path = _chunk_file(root, idx, layout["sep"])
+                raise FileFormatError(f"cannot decode zarr chunk {path!r} ({type(exc).__name__}: {exc}); "
+                                      "the file is damaged or truncated: rewrite the array") from None
     return full if all(s.stop == c for s, c in zip(trim, chunks)) else full[trim]
+
+
+def _blosc_verbatim_offset(codec: Any, raw: bytearray, nbytes: int) -> int | None:
+    """Where the chunk's bytes start in a Blosc frame that stores them verbatim, else None.
+
+    Blosc stores incompressible data (most EM images) uncompressed after its 16-byte header,
+    flagged ``BLOSC_MEMCPYED`` (0x02), whatever shuffle was asked for; such a chunk is then used
+    in place instead of being copied out by ``decode``.
+    """
+    if getattr(codec, "codec_id", None) != "blosc" or len(raw) < 16:
+        return None
+    flags = raw[2]
+    size = int.from_bytes(raw[4:8], "little")
+    cbytes = int.from_bytes(raw[12:16], "little")
+    if flags & 0x02 and size == nbytes and cbytes == len(raw) == 16 + nbytes:
+        return 16
+    return None
 
 
 def read_dask(array_path: str | os.PathLike, layout: dict, name: str | None = None):
