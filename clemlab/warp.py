@@ -11,13 +11,16 @@ others) is mapped through the inverse transform; the task then receives only the
 chunks that cover that footprint, assembles them and resamples:
 
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
-  ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix; ``cv2.remap``
-  for non-linear transforms). Non-linear maps are evaluated exactly on a coarse node grid per
-  chunk and bilinearly upsampled (a strip of rows at a time, so the full-resolution map never
-  exists); the node spacing (128 px at most) shrinks until the deviation at every
-  cell centre (where bilinear interpolation errs most for smooth maps) is below
-  :data:`MAP_TOLERANCE_PX` = 0.025 px; ``cv2.remap`` itself samples at 1/32 px, so sampled
-  positions sit within 0.025 + 1/64·√2 < 0.05 px of the exact transform (tested).
+  ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix). Non-linear
+  maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (512 px
+  down to 1/8 of the chunk) on which the map is affine to within :data:`MAP_TOLERANCE_PX` =
+  0.025 px, checked on a 5 x 5 lattice per cell, and resampled with one ``cv2.warpAffine`` per
+  cell (:func:`cell_affines`; as fast as the affine warp). Where that fails, the map is
+  evaluated exactly on a coarse node grid and bilinearly upsampled for ``cv2.remap`` (a strip
+  of rows at a time, so the full-resolution map never exists); the node spacing (128 px at
+  most) shrinks until the deviation at every cell centre (where bilinear interpolation errs
+  most for smooth maps) is below 0.025 px. OpenCV samples at 1/32 px, so sampled positions
+  sit within 0.025 + 1/64·√2 < 0.05 px of the exact transform (tested for both paths).
 - everything else (float64 and other dtypes, order >= 2, 3-D): ``scipy.ndimage`` on the same
   footprint, with exact float64 coordinates.
 
@@ -57,6 +60,9 @@ _CV_MAX_SIDE = 32767  # OpenCV's limit on image sides (SHRT_MAX)
 _FOOTPRINT_SIDE = 8192  # default chunks shrink so that footprints stay below this side
 _MAX_SPACING = 128  # coarsest node spacing tried (px)
 _STRIP_ROWS = 256  # output rows per remap strip
+_CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
+_CELL_MIN = 16  # smallest cell side (px)
+_CELL_GRID = 8  # at most _CELL_GRID² cells per chunk
 _SCRATCH_MAX = 64 * 2**20  # largest per-thread scratch buffer kept for reuse (bytes)
 _SCRATCH = threading.local()
 
@@ -304,6 +310,80 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
     return out
 
 
+def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int], origin: np.ndarray,
+                 tol: float = MAP_TOLERANCE_PX) -> list | None:
+    """Tile a 2-D output chunk with cells on each of which a non-linear map is affine within ``tol``.
+
+    Cells start at :data:`_CELL_MAX` px and are split in four while the map deviates from its
+    least-squares affine fit by more than ``tol`` at any point of a 5 x 5 lattice spanning the
+    cell (its corners, edge points and centre, where the residual of a smooth map is largest),
+    down to ``max(shape) / _CELL_GRID`` px (at most ``_CELL_GRID``² cells, beyond which OpenCV's
+    per-call overhead outweighs the gain over ``cv2.remap``).
+
+    Parameters
+    ----------
+    index_map : _IndexMap
+        Output index -> source index map (non-linear).
+    start, shape : tuple of int
+        First output index ``(row, col)`` and size of the chunk.
+    origin : numpy.ndarray, shape (2,)
+        Subtracted from the source indices (the footprint's first pixel).
+    tol : float
+        Largest deviation allowed (px).
+
+    Returns
+    -------
+    list of (r0, c0, h, w, m) or None
+        Cells (chunk-relative first row and column, height, width) with ``m``, the 2 x 3
+        OpenCV matrix (``WARP_INVERSE_MAP``, ``(x, y)`` order) from cell-relative output pixel
+        to source pixel relative to ``origin``; None if some cell of the smallest size still
+        deviates (or the map is not finite there).
+    """
+    t = np.linspace(0.0, 1.0, 5)
+    ur, uc = (a.ravel() for a in np.meshgrid(t, t, indexing="ij"))
+    design = np.c_[ur, uc, np.ones_like(ur)]  # (25, 3): normalised cell coordinates
+    pinv = np.linalg.pinv(design)
+    smallest = max(_CELL_MIN, -(-max(shape) // _CELL_GRID))
+    side = max(_CELL_MAX, smallest)
+    todo = [(r0, c0, min(side, shape[0] - r0), min(side, shape[1] - c0))
+            for r0 in range(0, shape[0], side) for c0 in range(0, shape[1], side)]
+    cells = []
+    while todo:
+        box = np.asarray(todo, np.float64)
+        sh, sw = np.maximum(box[:, 2] - 1, 1), np.maximum(box[:, 3] - 1, 1)
+        pts = np.stack([box[:, :1] + ur * sh[:, None], box[:, 1:2] + uc * sw[:, None]], axis=-1)
+        vals = (index_map(pts.reshape(-1, 2), start) - origin).reshape(len(todo), ur.size, 2)
+        coef = np.einsum("kp,npd->nkd", pinv, vals)  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
+        resid = vals - np.einsum("pk,nkd->npd", design, coef)
+        err = np.sqrt((resid**2).sum(axis=-1)).max(axis=1)
+        split = []
+        for (r0, c0, h, w), e, k, a, b in zip(todo, err, coef, sh, sw):
+            if e <= tol:  # NaN fails too
+                m = np.array([[k[1, 1] / b, k[0, 1] / a, k[2, 1]], [k[1, 0] / b, k[0, 0] / a, k[2, 0]]])
+                cells.append((r0, c0, h, w, m))
+            elif max(h, w) > smallest:
+                h2, w2 = -(-h // 2), -(-w // 2)
+                split += [(r0 + dr, c0 + dc, hh, ww) for dr, hh in ((0, h2), (h2, h - h2)) if hh
+                          for dc, ww in ((0, w2), (w2, w - w2)) if ww]
+            else:
+                return None
+        todo = split
+    return cells
+
+
+def _warp_cells(cv2: Any, flat: np.ndarray, cells: list, shape: tuple[int, int], interp: int,
+                border: dict) -> np.ndarray:
+    """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output chunk."""
+    out = np.empty((len(flat),) + tuple(shape), dtype=flat.dtype)
+    for r0, c0, h, w, m in cells:
+        for k, pl in enumerate(flat):
+            view = out[k, r0 : r0 + h, c0 : c0 + w]
+            got = cv2.warpAffine(pl, m, (w, h), dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)
+            if got is not view:  # OpenCV wrote elsewhere (it did not accept the view)
+                view[...] = got
+    return out
+
+
 def _warp_task(blocks: list, spec: dict) -> np.ndarray:
     """Resample one output chunk from the source blocks covering its footprint."""
     src = _assemble(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"])
@@ -323,6 +403,9 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
+        cells = cell_affines(imap, start, shape, lo)
+        if cells is not None:  # smooth enough to be affine, cell by cell, within the tolerance
+            return _warp_cells(cv2, flat, cells, shape, interp, border)
         nodes, g, _ = _coarse_nodes(imap, start, shape, lo)
         return _remap_strips(cv2, flat, nodes, g, shape, interp, border)
     # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV

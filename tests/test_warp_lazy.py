@@ -176,12 +176,12 @@ def test_higher_order_and_3d_use_scipy_per_chunk():
     np.testing.assert_allclose(lazy.values, np.transpose(xs / 0.1 + 2 * ys / 0.1 + 3 * zs / 0.3, (2, 0, 1)), atol=1e-3)
 
 
-def _position_error(tf, src, dst, n=10_000, seed=0):
+def _position_error(tf, src, dst, n=10_000, seed=0, chunks=(96, 128)):
     """Warp ramp images (value = source row / col index) and compare with exact evaluation."""
     rows, cols = np.mgrid[0 : src.sizes["y"], 0 : src.sizes["x"]].astype(np.float32)
     ramps = cl.as_image(np.stack([rows, cols]), pixel_size=src.clem.pixel_size["x"],
                         origin=(float(src.y[0]), float(src.x[0])), channels=["r", "c"], modality="EM")
-    out = cl.warp(ramps, tf, like=dst, chunks=(96, 128), fill=np.nan).values
+    out = cl.warp(ramps, tf, like=dst, chunks=chunks, fill=np.nan).values
     rng = np.random.default_rng(seed)
     i, j = rng.integers(0, dst.sizes["y"], n), rng.integers(0, dst.sizes["x"], n)
     p = tf.inverse(np.c_[dst.x.values[j], dst.y.values[i]])
@@ -218,6 +218,40 @@ def test_tps_50_landmarks_within_bound():
     src = cl.as_image(np.zeros((400, 400), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
     dst = cl.as_image(np.zeros((300, 300), np.uint8), pixel_size=0.012, origin=(STAGE + 0.5, STAGE + 0.2), modality="T")
     assert _position_error(tps, src, dst, seed=1).max() < 0.05
+
+
+def test_smooth_maps_are_resampled_as_affine_cells_within_bound():
+    """Piecewise-affine path: a TPS over a large field (BigWarp's parameterisation, landmark
+    noise 0.02 px: 35 cells of 64-256 px) is tiled by cells that cover the chunk once, each affine to within
+    MAP_TOLERANCE_PX of exact evaluation at every pixel; the warp through it samples within
+    0.05 px; a strong swirl is refused (None) and goes through cv2.remap instead."""
+    from clemlab.warp import _IndexMap, _grid_matrix, cell_affines
+
+    rng = np.random.default_rng(21)
+    src = cl.as_image(np.zeros((1100, 1200), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
+    dst = cl.as_image(np.zeros((900, 1000), np.uint8), pixel_size=0.012, origin=(STAGE + 0.3, STAGE + 0.4), modality="T")
+    pts = STAGE + rng.uniform(0, 11.0, (30, 2))
+    tps = T.ThinPlateSpline.from_estimate(pts, _center_on(TRANSFORMS["rotation+scale"], src, dst)(pts)
+                                          + rng.normal(0, 0.0002, (30, 2)), bigwarp=True,
+                                          source_frame="EM", target_frame="T")
+    imap = _IndexMap(tps, _grid_matrix(src), _grid_matrix(dst))
+    start, shape, origin = (100, 200), (512, 640), np.array([37.0, 52.0])
+    cells = cell_affines(imap, start, shape, origin)
+    assert cells is not None and 1 < len(cells) <= 64
+    cover = np.zeros(shape, int)
+    worst = 0.0
+    for r0, c0, h, w, m in cells:
+        cover[r0 : r0 + h, c0 : c0 + w] += 1
+        i, j = np.mgrid[0:h, 0:w]
+        x = m[0, 0] * j + m[0, 1] * i + m[0, 2]  # OpenCV's inverse map: (col, row) of the source
+        y = m[1, 0] * j + m[1, 1] * i + m[1, 2]
+        exact = imap(np.c_[i.ravel() + r0, j.ravel() + c0], start) - origin
+        worst = max(worst, float(np.hypot(y.ravel() - exact[:, 0], x.ravel() - exact[:, 1]).max()))
+    assert (cover == 1).all()
+    assert worst < MAP_TOLERANCE_PX * 1.5
+    assert _position_error(tps, src, dst, seed=4, chunks=(512, 640)).max() < 0.05
+    swirl = Swirl(0.02, 0.05, [STAGE + 5, STAGE + 5], source_frame="EM", target_frame="T")
+    assert cell_affines(_IndexMap(swirl, _grid_matrix(src), _grid_matrix(dst)), start, shape, origin) is None
 
 
 def test_nonlinear_warps_match_scipy_reference():
