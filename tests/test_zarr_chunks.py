@@ -199,10 +199,11 @@ def test_incompressible_blosc_chunks_are_used_in_place(tmp_path, dtype):
     b[0, 0] = 1
 
 
-def test_damaged_chunk_file_names_the_file(tmp_path):
+@pytest.mark.parametrize("compressor", [Blosc("lz4", 5, Blosc.SHUFFLE), None], ids=["blosc", "raw"])
+def test_damaged_chunk_file_names_the_file(tmp_path, compressor):
     from clemlab.errors import FileFormatError
 
-    z = _make(tmp_path / "a", (64, 64), (64, 64), "uint16", Blosc("lz4", 5, Blosc.SHUFFLE))
+    z = _make(tmp_path / "a", (64, 64), (64, 64), "uint16", compressor)
     z[...] = np.add.outer(np.arange(64), np.arange(64)).astype(np.uint16)
     chunk = tmp_path / "a" / "0" / "0"
     chunk.write_bytes(chunk.read_bytes()[:40])  # truncated

@@ -101,7 +101,7 @@ def _read_chunk(root: str, idx: tuple[int, ...], layout: dict) -> np.ndarray:
     trim = tuple(slice(0, min(c, n - i * c)) for i, c, n in zip(idx, chunks, shape))
     try:
         with open(_chunk_file(root, idx, layout["sep"]), "rb", buffering=0) as fh:
-            raw = bytearray(os.fstat(fh.fileno()).st_size)
+            raw = np.empty(os.fstat(fh.fileno()).st_size, np.uint8)  # not zero-filled, unlike bytearray
             got = fh.readinto(raw)
     except FileNotFoundError:  # never written: the fill value, as zarr reads it
         return np.full(tuple(s.stop for s in trim), layout["fill_value"], dtype)
@@ -109,22 +109,24 @@ def _read_chunk(root: str, idx: tuple[int, ...], layout: dict) -> np.ndarray:
     nbytes = int(np.prod(chunks)) * dtype.itemsize
     offset = 0 if codec is None else _blosc_verbatim_offset(codec, raw, nbytes)
     if got == len(raw) and offset is not None and len(raw) == offset + nbytes:
-        full = np.frombuffer(raw, dtype, offset=offset).reshape(chunks)  # writable, no second copy
+        full = raw[offset:].view(dtype).reshape(chunks)  # writable, no second copy
     else:
         full = np.empty(chunks, dtype)
-        if codec is None:
-            full.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, np.uint8, count=got)
-        else:
-            try:
-                codec.decode(memoryview(raw)[:got], out=full)
-            except Exception as exc:  # a damaged or truncated chunk file
-                path = _chunk_file(root, idx, layout["sep"])
-                raise FileFormatError(f"cannot decode zarr chunk {path!r} ({type(exc).__name__}: {exc}); "
-                                      "the file is damaged or truncated: rewrite the array") from None
+        try:
+            if codec is None:
+                if got != nbytes:
+                    raise ValueError(f"{got} bytes, expected {nbytes}")
+                full.reshape(-1).view(np.uint8)[:] = raw[:got]
+            else:
+                codec.decode(raw[:got], out=full)
+        except Exception as exc:  # a damaged or truncated chunk file
+            path = _chunk_file(root, idx, layout["sep"])
+            raise FileFormatError(f"cannot decode zarr chunk {path!r} ({type(exc).__name__}: {exc}); "
+                                  "the file is damaged or truncated: rewrite the array") from None
     return full if all(s.stop == c for s, c in zip(trim, chunks)) else full[trim]
 
 
-def _blosc_verbatim_offset(codec: Any, raw: bytearray, nbytes: int) -> int | None:
+def _blosc_verbatim_offset(codec: Any, raw: np.ndarray, nbytes: int) -> int | None:
     """Where the chunk's bytes start in a Blosc frame that stores them verbatim, else None.
 
     Blosc stores incompressible data (most EM images) uncompressed after its 16-byte header,
@@ -133,9 +135,9 @@ def _blosc_verbatim_offset(codec: Any, raw: bytearray, nbytes: int) -> int | Non
     """
     if getattr(codec, "codec_id", None) != "blosc" or len(raw) < 16:
         return None
-    flags = raw[2]
-    size = int.from_bytes(raw[4:8], "little")
-    cbytes = int.from_bytes(raw[12:16], "little")
+    flags = int(raw[2])
+    size = int.from_bytes(raw[4:8].tobytes(), "little")
+    cbytes = int.from_bytes(raw[12:16].tobytes(), "little")
     if flags & 0x02 and size == nbytes and cbytes == len(raw) == 16 + nbytes:
         return 16
     return None
