@@ -15,7 +15,8 @@ chunks that cover that footprint, assembles them and resamples:
   maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (512 px
   down to 1/8 of the chunk) on which the map is affine to within :data:`MAP_TOLERANCE_PX` =
   0.025 px, checked on a 5 x 5 lattice per cell, and resampled with one ``cv2.warpAffine`` per
-  cell (:func:`cell_affines`; as fast as the affine warp). Where that fails, the map is
+  cell (:func:`cell_affines`; single-threaded, 16 cells of a 2048² chunk took 6.3 ms against
+  5.7 ms for one affine warp and 7.7 ms for ``cv2.remap``). Where that fails, the map is
   evaluated exactly on a coarse node grid and bilinearly upsampled for ``cv2.remap`` (a strip
   of rows at a time, so the full-resolution map never exists); the node spacing (128 px at
   most) shrinks until the deviation at every cell centre (where bilinear interpolation errs
