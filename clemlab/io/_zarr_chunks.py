@@ -255,14 +255,25 @@ class ChunkWriter:
                 self._background.submit(path, raw)
             else:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as fh:
-                    fh.write(raw)
+                _write_plain(path, raw)
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     done = 0
     while done < data.nbytes:
         done += os.pwrite(fd, data[done:], offset + done)
+
+
+def _write_plain(path: str, data: memoryview) -> None:
+    """Write ``data`` to ``path`` (created or truncated) through the page cache."""
+    fd = os.open(path, _WRITE_FLAGS, 0o666)
+    try:
+        _pwrite_all(fd, data, 0)
+    finally:
+        os.close(fd)
 
 
 class BackgroundWriter:
@@ -367,10 +378,9 @@ class BackgroundWriter:
 
     def _write(self, path: str, data: memoryview) -> None:
         n = data.nbytes
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         if self.direct:
             try:
-                fd = os.open(path, flags | os.O_DIRECT, 0o666)
+                fd = os.open(path, _WRITE_FLAGS | os.O_DIRECT, 0o666)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
@@ -393,11 +403,7 @@ class BackgroundWriter:
                 finally:
                     os.close(fd)
                 return
-        fd = os.open(path, flags, 0o666)
-        try:
-            _pwrite_all(fd, data, 0)
-        finally:
-            os.close(fd)
+        _write_plain(path, data)
 
     def close(self, *, raise_error: bool = True) -> None:
         """Wait for every pending write, stop the threads and free the buffers.
