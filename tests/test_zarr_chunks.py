@@ -126,6 +126,63 @@ def test_background_writer_bytes_equal_zarr(tmp_path, direct, compressor):
     assert pickle.loads(pickle.dumps(w))._background is None  # other processes write synchronously
 
 
+@pytest.mark.parametrize("codec", [Blosc("lz4", 5, Blosc.SHUFFLE), Blosc("zstd", 1, Blosc.BITSHUFFLE),
+                                   Blosc("blosclz", 9, Blosc.NOSHUFFLE), Blosc("lz4", 3, Blosc.SHUFFLE, blocksize=1 << 16)],
+                         ids=["lz4", "zstd-bit", "blosclz", "lz4-blocks"])
+def test_blosc_compressed_straight_into_a_buffer_equals_numcodecs(codec):
+    # chunks of 1 MiB and more are compressed into the writer's staging buffers by the same
+    # c-blosc call numcodecs makes outside the main thread (one blosc thread: deterministic
+    # bytes; from the main thread numcodecs lets several blosc threads store blocks in
+    # completion order): the bytes must be numcodecs' own, from any calling thread
+    import threading
+
+    from clemlab.io._zarr_chunks import _blosc_encoder
+
+    encode_into = _blosc_encoder(codec)
+    assert encode_into is not None  # numcodecs' Blosc extension exports blosc_compress_ctx
+    rng = np.random.default_rng(9)
+    arrays = [rng.integers(0, 256, (1024, 1100), np.uint8),  # incompressible: stored verbatim
+              np.add.outer(np.arange(700), np.arange(900)).astype(np.uint16),  # compressible
+              rng.normal(size=(300, 500)).astype(np.float32), np.zeros((513, 1024), np.uint16)]
+    for a in arrays:
+        buf = bytearray(a.nbytes + 16)
+        got = {}
+
+        def run(key, a=a, buf=buf):
+            n = encode_into(a, buf)
+            got[key] = bytes(buf[:n])
+
+        def reference(a=a):
+            got["numcodecs"] = bytes(codec.encode(a))
+
+        run("main")
+        for target, args in ((run, ("worker",)), (reference, ())):
+            t = threading.Thread(target=target, args=args)
+            t.start()
+            t.join()
+        assert got["main"] == got["worker"] == got["numcodecs"]
+        np.testing.assert_array_equal(np.frombuffer(codec.decode(got["main"]), a.dtype).reshape(a.shape), a)
+    with pytest.raises(ValueError):  # a buffer too small for the worst case is refused, not overrun
+        encode_into(arrays[0], bytearray(arrays[0].nbytes))
+
+
+def test_writer_without_blosc_library_access_encodes_normally(tmp_path, monkeypatch):
+    # where the c-blosc function cannot be reached, chunks are encoded by numcodecs and copied
+    from clemlab.io import _zarr_chunks
+
+    monkeypatch.setattr(_zarr_chunks, "_BLOSC_FUNC", [None])
+    assert _zarr_chunks._blosc_encoder(Blosc("lz4", 5, Blosc.SHUFFLE)) is None
+    data = np.add.outer(np.arange(1500), np.arange(1400)).astype(np.uint16)
+    ref = _make(tmp_path / "ref", data.shape, (1024, 1024), "uint16", Blosc("lz4", 5, Blosc.SHUFFLE))
+    ref[...] = data
+    _make(tmp_path / "mine", data.shape, (1024, 1024), "uint16", Blosc("lz4", 5, Blosc.SHUFFLE))
+    bg = BackgroundWriter(buffers=2)
+    w = ChunkWriter(tmp_path / "mine", v2_layout(tmp_path / "mine"), bg)
+    da.store(da.from_array(data, chunks=1024), w, lock=False, scheduler="threads")
+    bg.close()
+    assert _files(tmp_path / "mine") == _files(tmp_path / "ref")
+
+
 def test_background_writer_without_direct_io_filesystem(tmp_path, monkeypatch):
     # Filesystems without O_DIRECT (older tmpfs, some FUSE and network mounts) refuse it at open
     # with EINVAL; every local filesystem of this machine accepts it (kernel 6.x tmpfs does), so

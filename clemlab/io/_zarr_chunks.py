@@ -248,14 +248,85 @@ class ChunkWriter:
             value = full
         value = np.ascontiguousarray(value)
         codec = self.layout["codec"]
-        data = value if codec is None else codec.encode(value)
         path = _chunk_file(self.root, idx, self.layout["sep"])
+        if self._background is not None and value.nbytes >= DIRECT_MIN_BYTES:
+            encode_into = _blosc_encoder(codec)
+            if encode_into is not None:  # compressed straight into a staging buffer: no copy
+                self._background.submit_filled(path, value.nbytes + _BLOSC_OVERHEAD,
+                                               lambda out: encode_into(value, out))
+                return
+        data = value if codec is None else codec.encode(value)
         with memoryview(data) as mv, mv.cast("B") as raw:
             if self._background is not None and raw.nbytes >= DIRECT_MIN_BYTES:
                 self._background.submit(path, raw)
             else:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 _write_plain(path, raw)
+
+
+_BLOSC_OVERHEAD = 16  # BLOSC_MAX_OVERHEAD: a Blosc frame is at most this much larger than its data
+_BLOSC_LOCK = threading.Lock()
+_BLOSC_FUNC: list = []  # [ctypes function or None], looked up once
+
+
+def _blosc_compress_ctx() -> Any:
+    """``blosc_compress_ctx`` of the c-blosc that numcodecs' Blosc extension is built with, or None.
+
+    numcodecs' ``Blosc.encode`` calls exactly this function, into a fresh ``bytes`` object;
+    calling it here lets a chunk be compressed straight into a reused staging buffer. None
+    where the extension does not export it (other builds, other platforms): callers then use
+    ``codec.encode``.
+    """
+    with _BLOSC_LOCK:
+        if not _BLOSC_FUNC:
+            func = None
+            try:
+                import ctypes
+
+                import numcodecs.blosc as nb
+
+                func = ctypes.CDLL(nb.__file__).blosc_compress_ctx  # already loaded: same library
+                func.restype = ctypes.c_int
+                func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p,
+                                 ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+            except (ImportError, OSError, AttributeError):
+                func = None
+            _BLOSC_FUNC.append(func)
+        return _BLOSC_FUNC[0]
+
+
+def _blosc_encoder(codec: Any) -> Any:
+    """``encode_into(value, out) -> nbytes`` for a numcodecs Blosc codec, or None.
+
+    ``encode_into`` writes exactly the bytes ``codec.encode(value)`` returns in a dask worker
+    thread (same library call, same arguments; tested) into ``out``, a writable buffer of at least
+    ``value.nbytes + 16`` bytes, and returns how many it wrote. ``value`` must be C-contiguous.
+    None for other codecs, automatic shuffle, or when the library function is unavailable.
+    """
+    if getattr(codec, "codec_id", None) != "blosc" or getattr(codec, "shuffle", None) not in (0, 1, 2):
+        return None
+    func = _blosc_compress_ctx()
+    if func is None:
+        return None
+    import ctypes
+
+    cname = codec.cname.encode("ascii") if isinstance(codec.cname, str) else bytes(codec.cname)
+    clevel, shuffle, blocksize = int(codec.clevel), int(codec.shuffle), int(getattr(codec, "blocksize", 0) or 0)
+
+    def encode_into(value: np.ndarray, out: Any) -> int:
+        nbytes = value.nbytes
+        dest = (ctypes.c_char * (nbytes + _BLOSC_OVERHEAD)).from_buffer(out)  # raises if too small / read-only
+        # one internal thread, as numcodecs outside the main thread: the bytes are then
+        # deterministic (several blosc threads store blocks in completion order); ctypes
+        # releases the GIL for the call
+        n = func(clevel, shuffle, value.dtype.itemsize, nbytes, value.ctypes.data, ctypes.addressof(dest),
+                 nbytes + _BLOSC_OVERHEAD, cname, blocksize, 1)
+        del dest
+        if n <= 0:
+            raise RuntimeError(f"Blosc compression failed (code {n}) for {cname.decode()} level {clevel}")
+        return n
+
+    return encode_into
 
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
@@ -344,12 +415,34 @@ class BackgroundWriter:
         ``data`` is copied before this returns, so the caller may reuse it. The file's
         folder is created if missing.
         """
-        if self._closed:
-            raise RuntimeError("BackgroundWriter.submit after close()")
         with memoryview(data) as mv, mv.cast("B") as raw:
             n = raw.nbytes
-            buf = self._take(n)
-            buf[:n] = raw
+
+            def copy(buf: mmap.mmap) -> int:
+                buf[:n] = raw
+                return n
+
+            self.submit_filled(path, n, copy)
+
+    def submit_filled(self, path: str, capacity: int, fill: Any) -> None:
+        """Queue writing the bytes that ``fill(buffer)`` puts into a staging buffer.
+
+        ``fill`` receives a writable buffer of at least ``capacity`` bytes, writes the file's
+        content at its start and returns its length; it runs in the calling thread before
+        this returns (e.g. a compressor writing straight into the buffer, with no copy).
+        """
+        if self._closed:
+            raise RuntimeError("BackgroundWriter.submit after close()")
+        buf = self._take(capacity)
+        try:
+            n = int(fill(buf))
+            if not 0 <= n <= len(buf):
+                raise ValueError(f"fill wrote {n} bytes into a {len(buf)}-byte buffer")
+        except BaseException:
+            with self._cond:
+                self._free.append(buf)
+                self._cond.notify_all()
+            raise
         with self._cond:
             self._pending += 1
         try:
