@@ -166,11 +166,49 @@ def test_blosc_compressed_straight_into_a_buffer_equals_numcodecs(codec):
         encode_into(arrays[0], bytearray(arrays[0].nbytes))
 
 
+def test_incompressible_chunks_are_stored_verbatim_after_a_probe(monkeypatch):
+    # once a chunk size has come out of Blosc verbatim, later chunks are probed first; noise is
+    # then copied behind Blosc's own header (bytes equal to numcodecs'), anything the probe
+    # finds compressible is compressed as usual, and a chunk whose only compressible part the
+    # probe misses is stored verbatim but still decodes to the same values
+    from clemlab.io import _zarr_chunks
+
+    monkeypatch.setattr(_zarr_chunks, "_ENCODERS", {})
+    codec = Blosc("lz4", 5, Blosc.SHUFFLE)
+    enc = _zarr_chunks._blosc_encoder(codec)
+    compress_calls = []
+    real = enc._compress
+    monkeypatch.setattr(enc, "_compress", lambda src, *a: compress_calls.append(src.nbytes) or real(src, *a))
+    rng = np.random.default_rng(2)
+    shape = (1024, 1024)
+    buf = bytearray(2 * 1024 * 1024 + 16)
+
+    def encode(a):
+        compress_calls.clear()
+        n = enc(a, buf)
+        return bytes(buf[:n])
+
+    first = rng.integers(0, 65536, shape, dtype=np.uint16)
+    assert encode(first) == bytes(codec.encode(first)) and compress_calls == [first.nbytes]
+    noise = rng.integers(0, 65536, shape, dtype=np.uint16)
+    assert encode(noise) == bytes(codec.encode(noise))
+    assert compress_calls and max(compress_calls) < noise.nbytes // 8  # only the probe was compressed
+    probed = noise.copy()
+    probed[: shape[0] // 8] = 7  # a flat band where the first probe slice sits
+    assert encode(probed) == bytes(codec.encode(probed)) and compress_calls[-1] == probed.nbytes
+    missed = noise.copy()
+    missed[20:60] = 0  # between probe slices: 4 % of the chunk would have compressed
+    got = encode(missed)
+    assert len(got) == missed.nbytes + 16 and len(codec.encode(missed)) < missed.nbytes
+    np.testing.assert_array_equal(np.frombuffer(codec.decode(got), np.uint16).reshape(shape), missed)
+
+
 def test_writer_without_blosc_library_access_encodes_normally(tmp_path, monkeypatch):
     # where the c-blosc function cannot be reached, chunks are encoded by numcodecs and copied
     from clemlab.io import _zarr_chunks
 
     monkeypatch.setattr(_zarr_chunks, "_BLOSC_FUNC", [None])
+    monkeypatch.setattr(_zarr_chunks, "_ENCODERS", {})
     assert _zarr_chunks._blosc_encoder(Blosc("lz4", 5, Blosc.SHUFFLE)) is None
     data = np.add.outer(np.arange(1500), np.arange(1400)).astype(np.uint16)
     ref = _make(tmp_path / "ref", data.shape, (1024, 1024), "uint16", Blosc("lz4", 5, Blosc.SHUFFLE))

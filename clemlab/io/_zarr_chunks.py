@@ -251,7 +251,7 @@ class ChunkWriter:
         path = _chunk_file(self.root, idx, self.layout["sep"])
         if self._background is not None and value.nbytes >= DIRECT_MIN_BYTES:
             encode_into = _blosc_encoder(codec)
-            if encode_into is not None:  # compressed straight into a staging buffer: no copy
+            if encode_into is not None:  # encoded straight into a staging buffer: no copy
                 self._background.submit_filled(path, value.nbytes + _BLOSC_OVERHEAD,
                                                lambda out: encode_into(value, out))
                 return
@@ -295,38 +295,90 @@ def _blosc_compress_ctx() -> Any:
         return _BLOSC_FUNC[0]
 
 
+_PROBES = 8  # slices of a chunk compressed to decide whether it is worth compressing at all
+_PROBE_BYTES = 16384  # bytes per probe slice
+_ENCODERS: dict = {}
+
+
 def _blosc_encoder(codec: Any) -> Any:
     """``encode_into(value, out) -> nbytes`` for a numcodecs Blosc codec, or None.
 
-    ``encode_into`` writes exactly the bytes ``codec.encode(value)`` returns in a dask worker
-    thread (same library call, same arguments; tested) into ``out``, a writable buffer of at least
-    ``value.nbytes + 16`` bytes, and returns how many it wrote. ``value`` must be C-contiguous.
-    None for other codecs, automatic shuffle, or when the library function is unavailable.
+    ``encode_into`` writes a Blosc frame of ``value`` (C-contiguous) into ``out``, a writable
+    buffer of at least ``value.nbytes + 16`` bytes, and returns its length. The frame is
+    the one ``codec.encode(value)`` returns in a dask worker thread (same c-blosc call, same
+    arguments; tested), except that a chunk found incompressible is stored verbatim without
+    trying: once a chunk of this size has come out of Blosc verbatim (``BLOSC_MEMCPYED``: noisy
+    EM data), later chunks of that size are first probed (:data:`_PROBES` slices of
+    :data:`_PROBE_BYTES` spread over the chunk, compressed together); if the probe does not
+    compress either, the chunk is copied behind the same 16-byte header, as Blosc would after
+    failing on every block. A chunk whose unprobed parts would have compressed (a small fill
+    corner, say) is then stored uncompressed: it still decodes to the same values with any
+    Blosc reader. None for other codecs, automatic shuffle, or when the library function is
+    unavailable.
     """
     if getattr(codec, "codec_id", None) != "blosc" or getattr(codec, "shuffle", None) not in (0, 1, 2):
         return None
-    func = _blosc_compress_ctx()
-    if func is None:
-        return None
-    import ctypes
+    key = (codec.cname, int(codec.clevel), int(codec.shuffle), int(getattr(codec, "blocksize", 0) or 0))
+    enc = _ENCODERS.get(key)
+    if enc is None:
+        func = _blosc_compress_ctx()
+        if func is None:
+            return None
+        enc = _ENCODERS.setdefault(key, _BloscInto(func, *key))
+    return enc
 
-    cname = codec.cname.encode("ascii") if isinstance(codec.cname, str) else bytes(codec.cname)
-    clevel, shuffle, blocksize = int(codec.clevel), int(codec.shuffle), int(getattr(codec, "blocksize", 0) or 0)
 
-    def encode_into(value: np.ndarray, out: Any) -> int:
-        nbytes = value.nbytes
-        dest = (ctypes.c_char * (nbytes + _BLOSC_OVERHEAD)).from_buffer(out)  # raises if too small / read-only
+class _BloscInto:
+    """Blosc compression into a caller's buffer (see :func:`_blosc_encoder`)."""
+
+    def __init__(self, func: Any, cname: Any, clevel: int, shuffle: int, blocksize: int):
+        self.func = func
+        self.cname = cname.encode("ascii") if isinstance(cname, str) else bytes(cname)
+        self.clevel, self.shuffle, self.blocksize = clevel, shuffle, blocksize
+        self.verbatim: dict = {}  # (nbytes, typesize) -> the 16-byte header of a verbatim frame
+
+    def _compress(self, src: np.ndarray, typesize: int, dest: Any, blocksize: int) -> int:
+        import ctypes
+
+        nbytes = src.nbytes
+        buf = (ctypes.c_char * (nbytes + _BLOSC_OVERHEAD)).from_buffer(dest)  # raises if too small / read-only
         # one internal thread, as numcodecs outside the main thread: the bytes are then
         # deterministic (several blosc threads store blocks in completion order); ctypes
         # releases the GIL for the call
-        n = func(clevel, shuffle, value.dtype.itemsize, nbytes, value.ctypes.data, ctypes.addressof(dest),
-                 nbytes + _BLOSC_OVERHEAD, cname, blocksize, 1)
-        del dest
+        n = self.func(self.clevel, self.shuffle, typesize, nbytes, src.ctypes.data, ctypes.addressof(buf),
+                      nbytes + _BLOSC_OVERHEAD, self.cname, blocksize, 1)
+        del buf
         if n <= 0:
-            raise RuntimeError(f"Blosc compression failed (code {n}) for {cname.decode()} level {clevel}")
+            raise RuntimeError(f"Blosc compression failed (code {n}) for {self.cname.decode()} level {self.clevel}")
         return n
 
-    return encode_into
+    def _incompressible(self, flat: np.ndarray, typesize: int) -> bool:
+        step = flat.size // _PROBES
+        width = _PROBE_BYTES // typesize * typesize
+        if step < width:
+            return False
+        sample = np.concatenate([flat[k * step : k * step + width] for k in range(_PROBES)])
+        out = np.empty(sample.nbytes + _BLOSC_OVERHEAD, np.uint8)
+        n = self._compress(sample, typesize, out, width)
+        return bool(out[2] & 0x02) and n == sample.nbytes + _BLOSC_OVERHEAD
+
+    def __call__(self, value: np.ndarray, out: Any) -> int:
+        nbytes, typesize = value.nbytes, value.dtype.itemsize
+        flat = value.reshape(-1).view(np.uint8)
+        header = self.verbatim.get((nbytes, typesize))
+        if header is not None and self._incompressible(flat, typesize):
+            with memoryview(out) as mv, mv.cast("B") as raw:
+                if raw.nbytes < nbytes + _BLOSC_OVERHEAD:
+                    raise ValueError(f"a {raw.nbytes}-byte buffer cannot hold {nbytes + _BLOSC_OVERHEAD} bytes")
+                raw[:_BLOSC_OVERHEAD] = header
+                np.frombuffer(raw, np.uint8, nbytes, _BLOSC_OVERHEAD)[:] = flat
+            return nbytes + _BLOSC_OVERHEAD
+        n = self._compress(value, typesize, out, self.blocksize)
+        if n == nbytes + _BLOSC_OVERHEAD:
+            with memoryview(out) as mv, mv.cast("B") as raw:
+                if raw[2] & 0x02:  # stored verbatim: remember the header for chunks of this size
+                    self.verbatim[(nbytes, typesize)] = bytes(raw[:_BLOSC_OVERHEAD])
+        return n
 
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
