@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _recycle
 from . import transforms as _tf
 from .errors import ImageError
 from .image import as_image, check_image
@@ -289,11 +290,12 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
     rows ``[r0/g, r1/g + 2)`` resized by ``g`` give exactly the rows the whole-chunk
     upsampling gives for ``[r0, r1)`` (``r0`` a multiple of ``g``; see :func:`node_positions`).
     """
-    out = np.empty((len(flat),) + tuple(shape), dtype=flat.dtype)
+    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype)
     xy = np.ascontiguousarray(nodes[..., ::-1], dtype=np.float32)  # OpenCV wants (x, y) = (col, row)
     if g == 1:
         for k, pl in enumerate(flat):
-            cv2.remap(pl, xy, None, interp, dst=out[k], **border)
+            view = out[k]
+            _into(cv2.remap(pl, xy, None, interp, dst=view, **border), view)
         return out
     step = max(g, (_STRIP_ROWS // g) * g)
     # the map buffer is reused by every strip and task (fresh pages cost more than the
@@ -307,7 +309,8 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
         cv2.resize(sub, (wide, sub.shape[0] * g), dst=up[: sub.shape[0] * g], interpolation=cv2.INTER_LINEAR)
         window = up[g : g + h, g : g + shape[1]]
         for k, pl in enumerate(flat):
-            cv2.remap(pl, window, None, interp, dst=out[k, r0 : r0 + h], **border)
+            view = out[k, r0 : r0 + h]
+            _into(cv2.remap(pl, window, None, interp, dst=view, **border), view)
     return out
 
 
@@ -378,14 +381,18 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
 def _warp_cells(cv2: Any, flat: np.ndarray, cells: list, shape: tuple[int, int], interp: int,
                 border: dict) -> np.ndarray:
     """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output chunk."""
-    out = np.empty((len(flat),) + tuple(shape), dtype=flat.dtype)
+    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype)
     for r0, c0, h, w, m in cells:
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h, c0 : c0 + w]
-            got = cv2.warpAffine(pl, m, (w, h), dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)
-            if got is not view:  # OpenCV wrote elsewhere (it did not accept the view)
-                view[...] = got
+            _into(cv2.warpAffine(pl, m, (w, h), dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border), view)
     return out
+
+
+def _into(got: np.ndarray, view: np.ndarray) -> None:
+    """Make sure an OpenCV result asked for with ``dst=view`` is in ``view`` (copied if OpenCV wrote elsewhere)."""
+    if got is not view:
+        view[...] = got
 
 
 def _warp_task(blocks: list, spec: dict) -> np.ndarray:
@@ -417,11 +424,14 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     p = _swap_matrix()
     mcv = p @ m @ p
     dsize = (shape[1], shape[0])
-    if imap.affine:
-        planes = [cv2.warpAffine(pl, mcv[:2], dsize, flags=interp | cv2.WARP_INVERSE_MAP, **border) for pl in flat]
-    else:
-        planes = [cv2.warpPerspective(pl, mcv, dsize, flags=interp | cv2.WARP_INVERSE_MAP, **border) for pl in flat]
-    return planes[0][None] if len(planes) == 1 else np.stack(planes)  # no copy for one plane
+    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype)
+    for pl, view in zip(flat, out):
+        if imap.affine:
+            got = cv2.warpAffine(pl, mcv[:2], dsize, dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)
+        else:
+            got = cv2.warpPerspective(pl, mcv, dsize, dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)
+        _into(got, view)
+    return out
 
 
 def _resample(src: np.ndarray, spec: dict) -> np.ndarray:

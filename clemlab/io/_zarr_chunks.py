@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _recycle
 from ..errors import FileFormatError
 
 __all__ = ["v2_layout", "read_dask", "ChunkWriter", "BackgroundWriter"]
@@ -101,7 +102,7 @@ def _read_chunk(root: str, idx: tuple[int, ...], layout: dict) -> np.ndarray:
     trim = tuple(slice(0, min(c, n - i * c)) for i, c, n in zip(idx, chunks, shape))
     try:
         with open(_chunk_file(root, idx, layout["sep"]), "rb", buffering=0) as fh:
-            raw = np.empty(os.fstat(fh.fileno()).st_size, np.uint8)  # not zero-filled, unlike bytearray
+            raw = _recycle.empty(os.fstat(fh.fileno()).st_size, np.uint8)  # not zero-filled; reused pages
             got = fh.readinto(raw)
     except FileNotFoundError:  # never written: the fill value, as zarr reads it
         return np.full(tuple(s.stop for s in trim), layout["fill_value"], dtype)
@@ -111,7 +112,7 @@ def _read_chunk(root: str, idx: tuple[int, ...], layout: dict) -> np.ndarray:
     if got == len(raw) and offset is not None and len(raw) == offset + nbytes:
         full = raw[offset:].view(dtype).reshape(chunks)  # writable, no second copy
     else:
-        full = np.empty(chunks, dtype)
+        full = _recycle.empty(chunks, dtype)
         try:
             if codec is None:
                 if got != nbytes:

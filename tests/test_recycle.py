@@ -1,0 +1,77 @@
+"""Recycled large arrays (clemlab/_recycle.py): memory is reused only once nothing refers to it."""
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+from clemlab import _recycle
+
+
+@pytest.fixture(autouse=True)
+def _empty_pool(monkeypatch):
+    monkeypatch.setattr(_recycle, "_FREE", {})
+    monkeypatch.setattr(_recycle, "_FREE_BYTES", [0])
+
+
+def test_views_keep_the_memory_from_being_handed_out_again():
+    a = _recycle.empty((1024, 1024), np.uint16)
+    owner = a.base
+    # numpy stops collapsing view chains at an array whose base is not an array: every view
+    # refers to `owner`, whose finalizer is what returns the memory
+    assert isinstance(owner, np.ndarray) and not isinstance(owner.base, np.ndarray)
+    views = [a[3:], a.view(np.uint8), a.reshape(-1)[5:].view(np.int16), np.asarray(a)[::2], a.T]
+    assert all(v.base is owner for v in views)
+    keep = a[100:200, 7:9]
+    a[...] = 7
+    del a, owner, views
+    gc.collect()
+    assert _recycle.pool_bytes() == 0  # `keep` still refers to the memory
+    b = _recycle.empty((1024, 1024), np.uint16)
+    assert not np.shares_memory(b, keep)
+    b[...] = 9
+    assert (keep == 7).all()
+    del keep
+    gc.collect()
+    assert _recycle.pool_bytes() == 2 * 2**20
+    c = _recycle.empty((2048, 512), np.uint16)  # same size: the freed mapping, any shape
+    assert _recycle.pool_bytes() == 0 and c.shape == (2048, 512) and c.flags.c_contiguous and c.flags.writeable
+
+
+def test_small_and_object_arrays_are_plain_numpy():
+    small = _recycle.empty((100, 100), np.float32)
+    assert small.flags.owndata and small.dtype == np.float32
+    obj = _recycle.empty((1 << 18,), object)
+    assert obj.flags.owndata
+
+
+def test_free_memory_kept_is_bounded(monkeypatch):
+    monkeypatch.setattr(_recycle, "KEEP_BYTES", 3 * 2**20)
+    arrays = [_recycle.empty(2**20, np.uint8) for _ in range(5)]
+    del arrays
+    gc.collect()
+    assert _recycle.pool_bytes() == 3 * 2**20
+
+
+def test_threads_never_share_live_memory():
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(40):
+                a = _recycle.empty((512, 1024), np.uint32)
+                a[...] = k * 1000 + i
+                b = a[::3]
+                del a
+                if not (b == k * 1000 + i).all():
+                    errors.append((k, i))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
