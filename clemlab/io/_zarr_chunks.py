@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import json
-import mmap
 import os
 import threading
 from pathlib import Path
@@ -427,7 +426,7 @@ class BackgroundWriter:
             direct = os.environ.get("CLEMLAB_DIRECT_IO", "1").strip() != "0"
         self.direct = bool(direct) and hasattr(os, "O_DIRECT")
         self._nbuf = max(1, int(buffers))
-        self._free: list[mmap.mmap] = []
+        self._free: list[np.ndarray] = []
         self._made = 0
         self._pending = 0
         self._error: BaseException | None = None
@@ -435,7 +434,7 @@ class BackgroundWriter:
         self._pool = ThreadPoolExecutor(max(1, int(threads)), thread_name_prefix="clemlab-writer")
         self._closed = False
 
-    def _take(self, n: int) -> mmap.mmap:
+    def _take(self, n: int) -> np.ndarray:
         size = -(-n // _ALIGN) * _ALIGN
         with self._cond:
             while True:
@@ -444,14 +443,15 @@ class BackgroundWriter:
                     if len(buf) >= size:
                         return self._free.pop(i)
                 if self._free:  # only smaller buffers are free: replace one
-                    self._free.pop().close()
+                    self._free.pop()
                     self._made -= 1
                 if self._made < self._nbuf:
                     self._made += 1
                     break
                 self._cond.wait()
         try:
-            return mmap.mmap(-1, size)  # anonymous, page-aligned
+            # page-aligned (an anonymous mapping), and reused by later writers once released
+            return _recycle.empty(max(size, _recycle.MIN_BYTES), np.uint8)
         except BaseException:
             with self._cond:
                 self._made -= 1
@@ -471,7 +471,7 @@ class BackgroundWriter:
         with memoryview(data) as mv, mv.cast("B") as raw:
             n = raw.nbytes
 
-            def copy(buf: mmap.mmap) -> int:
+            def copy(buf: np.ndarray) -> int:
                 buf[:n] = raw
                 return n
 
@@ -504,7 +504,7 @@ class BackgroundWriter:
             self._done(buf, None)
             raise
 
-    def _done(self, buf: mmap.mmap, error: BaseException | None) -> None:
+    def _done(self, buf: np.ndarray, error: BaseException | None) -> None:
         with self._cond:
             if error is not None and self._error is None:
                 self._error = error
@@ -512,7 +512,7 @@ class BackgroundWriter:
             self._pending -= 1
             self._cond.notify_all()
 
-    def _run(self, path: str, buf: mmap.mmap, n: int) -> None:
+    def _run(self, path: str, buf: np.ndarray, n: int) -> None:
         error = None
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -564,8 +564,6 @@ class BackgroundWriter:
             self._closed = True
             self._pool.shutdown(wait=True)
             with self._cond:
-                for buf in self._free:
-                    buf.close()
-                self._free.clear()
+                self._free.clear()  # the buffers go back to clemlab._recycle's pool
         if raise_error:
             self._raise_error()
