@@ -13,7 +13,9 @@ arrays) returns ``None`` / falls back to zarr.
 
 Chunk files of 1 MiB and more are written by :class:`BackgroundWriter`: a few threads write
 them with ``O_DIRECT`` (straight from reusable page-aligned buffers to the disk, bypassing the
-page cache) while the dask threads go on computing. Copying a large output into the page cache
+page cache) while the dask threads go on computing. Blosc chunks are compressed straight into
+those buffers by the c-blosc function numcodecs itself calls (:func:`_blosc_encoder`), and
+chunks a probe finds incompressible are copied there verbatim behind Blosc's header. Copying a large output into the page cache
 costs as much CPU as resampling it on virtual machines (fresh host pages, 1-3 ms/MB measured),
 and a written mosaic of tens of gigabytes would only evict useful pages anyway. Filesystems
 without ``O_DIRECT`` (tmpfs, some network mounts) get ordinary writes from the same threads.

@@ -15,10 +15,13 @@ Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
 (NGFF puts pixel centres at ``scale * index + translation``). z and c are never downsampled.
 Zarr chunks equal the dask chunks written, level by level; the pyramid is computed in streamed
 passes (``dask.array.store``), one per block of 8 x 8 level-0 chunks (all levels' share of the
-block at once), so peak memory does not grow with the image; chunks are Blosc-LZ4 compressed.
-Chunk files of 1 MiB and more are written by background threads with direct I/O (``O_DIRECT``,
-where the filesystem has it; ``CLEMLAB_DIRECT_IO=0`` turns it off), so the compute threads
-never copy the output into the page cache (see :mod:`clemlab.io._zarr_chunks`).
+block at once), so peak memory does not grow with the image; chunks are Blosc-LZ4 compressed
+(chunks that a sampled probe finds incompressible, as noisy EM data is, are stored verbatim in
+the Blosc frame without a full compression attempt). Chunk files of 1 MiB and more are
+compressed straight into reusable staging buffers and written by background threads with
+direct I/O (``O_DIRECT``, where the filesystem has it; ``CLEMLAB_DIRECT_IO=0`` turns it off),
+so the compute threads never copy the output into the page cache (see
+:mod:`clemlab.io._zarr_chunks`).
 Everything goes into a temporary folder beside ``path`` that is renamed into place at the end,
 so a reader never sees a half-written pyramid.
 """
