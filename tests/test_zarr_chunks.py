@@ -205,8 +205,13 @@ def test_incompressible_chunks_are_stored_verbatim_after_a_probe(monkeypatch):
 
 def test_writer_without_blosc_library_access_encodes_normally(tmp_path, monkeypatch):
     # where the c-blosc function cannot be reached, chunks are encoded by numcodecs and copied
+    import numcodecs.blosc
+
     from clemlab.io import _zarr_chunks
 
+    monkeypatch.setattr(_zarr_chunks, "_BLOSC_FUNC", [])
+    monkeypatch.setattr(numcodecs.blosc, "VERSION_STRING", "2.15.1")  # another signature: not called
+    assert _zarr_chunks._blosc_compress_ctx() is None
     monkeypatch.setattr(_zarr_chunks, "_BLOSC_FUNC", [None])
     monkeypatch.setattr(_zarr_chunks, "_ENCODERS", {})
     assert _zarr_chunks._blosc_encoder(Blosc("lz4", 5, Blosc.SHUFFLE)) is None

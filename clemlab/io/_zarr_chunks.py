@@ -275,9 +275,10 @@ def _blosc_compress_ctx() -> Any:
     """``blosc_compress_ctx`` of the c-blosc that numcodecs' Blosc extension is built with, or None.
 
     numcodecs' ``Blosc.encode`` calls exactly this function, into a fresh ``bytes`` object;
-    calling it here lets a chunk be compressed straight into a reused staging buffer. None
-    where the extension does not export it (other builds, other platforms): callers then use
-    ``codec.encode``.
+    calling it here lets a chunk be compressed straight into a reused staging buffer. Used only
+    with c-blosc 1.x (whose signature this is) and after a self-test on a small array gave
+    ``Blosc.encode``'s bytes; None otherwise (other builds, platforms or versions): callers
+    then use ``codec.encode``.
     """
     with _BLOSC_LOCK:
         if not _BLOSC_FUNC:
@@ -286,11 +287,18 @@ def _blosc_compress_ctx() -> Any:
                 import ctypes
 
                 import numcodecs.blosc as nb
+                from numcodecs import Blosc
 
-                func = ctypes.CDLL(nb.__file__).blosc_compress_ctx  # already loaded: same library
-                func.restype = ctypes.c_int
-                func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p,
-                                 ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+                if str(nb.VERSION_STRING).startswith("1."):
+                    func = ctypes.CDLL(nb.__file__).blosc_compress_ctx  # already loaded: same library
+                    func.restype = ctypes.c_int
+                    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+                    probe = (np.arange(4096, dtype=np.uint16) % 251).astype(np.uint16)  # one block: deterministic
+                    out = np.zeros(probe.nbytes + _BLOSC_OVERHEAD, np.uint8)
+                    n = func(5, 1, 2, probe.nbytes, probe.ctypes.data, out.ctypes.data, out.nbytes, b"lz4", 0, 1)
+                    if not 0 < n <= out.nbytes or out[:n].tobytes() != bytes(Blosc("lz4", 5, Blosc.SHUFFLE).encode(probe)):
+                        func = None
             except (ImportError, OSError, AttributeError):
                 func = None
             _BLOSC_FUNC.append(func)
