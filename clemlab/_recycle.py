@@ -13,12 +13,15 @@ How it stays safe: the array handed out is a view of a private anonymous ``mmap`
 array, so every slice, reshape or dtype view of it keeps that one array alive (its ``.base``;
 tested), and the mapping returns to the pool only from that array's ``weakref.finalize``
 callback. Up to :data:`KEEP_BYTES` of free mappings are kept; beyond that they are released.
+Mappings are made 1/16 larger than asked and serve any request up to 1/8 smaller, so a chunk
+file read (the chunk plus a codec header) and a decoded chunk share them.
 Arrays under :data:`MIN_BYTES` come from ``numpy.empty`` (malloc reuses those cheaply).
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import threading
 import weakref
 from typing import Any
@@ -29,8 +32,12 @@ __all__ = ["empty", "MIN_BYTES", "KEEP_BYTES"]
 
 #: Arrays smaller than this come from numpy.empty.
 MIN_BYTES = 1 << 20
-#: Free memory kept for reuse (bytes).
+#: Free memory kept for reuse (bytes): 256 MiB, or 1/16 of the machine's memory if less.
 KEEP_BYTES = 256 * 2**20
+try:
+    KEEP_BYTES = min(KEEP_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 16)
+except (AttributeError, ValueError, OSError):  # no sysconf (Windows): keep the default
+    pass
 
 _LOCK = threading.RLock()  # re-entrant: a finalizer may run inside a locked section (gc)
 _FREE: dict[int, list] = {}
@@ -75,11 +82,15 @@ def empty(shape: Any, dtype: Any) -> np.ndarray:
     size = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
     mapping = None
     with _LOCK:
-        free = _FREE.get(size)
-        if free:
-            mapping = free.pop()
+        # the exact size, else the smallest free mapping up to 1/8 larger (a chunk file read
+        # with its codec header, say, takes the memory of a decoded chunk)
+        fits = [n for n, free in _FREE.items() if free and size <= n <= size + size // 8]
+        if fits:
+            size = size if size in fits else min(fits)
+            mapping = _FREE[size].pop()
             _FREE_BYTES[0] -= size
-    if mapping is None:
+    if mapping is None:  # 1/16 headroom, so slightly larger requests (a codec header more) fit later
+        size = -(-(size + size // 16) // mmap.PAGESIZE) * mmap.PAGESIZE
         mapping = _new_mapping(size)
     owner = np.frombuffer(mapping, np.uint8, nbytes)  # .base is the mapping: views keep `owner` alive
     weakref.finalize(owner, _give_back, mapping, size)
