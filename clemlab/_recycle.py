@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["empty", "MIN_BYTES", "KEEP_BYTES"]
+__all__ = ["empty", "with_lead", "MIN_BYTES", "KEEP_BYTES"]
 
 #: Arrays smaller than this come from numpy.empty.
 MIN_BYTES = 1 << 20
@@ -42,6 +42,7 @@ except (AttributeError, ValueError, OSError):  # no sysconf (Windows): keep the 
 _LOCK = threading.RLock()  # re-entrant: a finalizer may run inside a locked section (gc)
 _FREE: dict[int, list] = {}
 _FREE_BYTES = [0]
+_LEAD: dict[int, tuple] = {}  # id(owner array) -> (mapping, lead bytes), for with_lead
 
 
 def _new_mapping(size: int) -> mmap.mmap:
@@ -51,15 +52,16 @@ def _new_mapping(size: int) -> mmap.mmap:
     return mmap.mmap(-1, size)
 
 
-def _give_back(mapping: mmap.mmap, size: int) -> None:
+def _give_back(mapping: mmap.mmap, size: int, key: int) -> None:
     with _LOCK:
+        _LEAD.pop(key, None)
         if _FREE_BYTES[0] + size <= KEEP_BYTES:
             _FREE.setdefault(size, []).append(mapping)
             _FREE_BYTES[0] += size
     # otherwise the mapping is dropped here and unmapped once the array's buffer is released
 
 
-def empty(shape: Any, dtype: Any) -> np.ndarray:
+def empty(shape: Any, dtype: Any, lead: int = 0) -> np.ndarray:
     """An uninitialised writable C-contiguous array, on recycled memory when it is large.
 
     Parameters
@@ -68,6 +70,9 @@ def empty(shape: Any, dtype: Any) -> np.ndarray:
         Array shape.
     dtype : numpy dtype
         Element type.
+    lead : int
+        Bytes reserved before the array in its (page-aligned) mapping, for :func:`with_lead`
+        (e.g. a 16-byte codec header written in front of the data); a multiple of 16.
 
     Returns
     -------
@@ -79,7 +84,9 @@ def empty(shape: Any, dtype: Any) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes < MIN_BYTES or dtype.hasobject:
         return np.empty(shape, dtype)
-    size = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+    if lead < 0 or lead % 16:
+        raise ValueError(f"lead must be a non-negative multiple of 16 bytes, got {lead}")
+    size = -(-(nbytes + lead) // mmap.PAGESIZE) * mmap.PAGESIZE
     mapping = None
     with _LOCK:
         # the exact size, else the smallest free mapping up to 1/8 larger (a chunk file read
@@ -92,9 +99,33 @@ def empty(shape: Any, dtype: Any) -> np.ndarray:
     if mapping is None:  # 1/16 headroom, so slightly larger requests (a codec header more) fit later
         size = -(-(size + size // 16) // mmap.PAGESIZE) * mmap.PAGESIZE
         mapping = _new_mapping(size)
-    owner = np.frombuffer(mapping, np.uint8, nbytes)  # .base is the mapping: views keep `owner` alive
-    weakref.finalize(owner, _give_back, mapping, size)
+    owner = np.frombuffer(mapping, np.uint8, nbytes, lead)  # .base: the mapping; views keep `owner` alive
+    if lead:
+        with _LOCK:
+            _LEAD[id(owner)] = (mapping, lead)
+    weakref.finalize(owner, _give_back, mapping, size, id(owner))
     return owner.view(dtype).reshape(shape)
+
+
+def with_lead(arr: np.ndarray, n: int) -> memoryview | None:
+    """The ``n`` bytes reserved before ``arr`` followed by ``arr``'s own bytes, as one buffer.
+
+    Only for a whole array made by :func:`empty` with ``lead >= n`` (any reshape or dtype view
+    of it); the buffer then starts ``lead - n`` bytes into a page-aligned mapping. None for
+    anything else (slices, copies, other arrays). ``arr`` must be kept alive while the buffer
+    is in use.
+    """
+    owner = arr.base
+    if not isinstance(owner, np.ndarray) or not arr.flags.c_contiguous or arr.nbytes != owner.nbytes:
+        return None
+    with _LOCK:
+        entry = _LEAD.get(id(owner))
+    if entry is None or arr.ctypes.data != owner.ctypes.data:
+        return None
+    mapping, lead = entry
+    if lead < n:
+        return None
+    return memoryview(mapping)[lead - n : lead + owner.nbytes]
 
 
 def pool_bytes() -> int:

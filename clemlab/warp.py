@@ -65,6 +65,9 @@ _STRIP_ROWS = 256  # output rows per remap strip
 _CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
 _CELL_MIN = 16  # smallest cell side (px)
 _CELL_GRID = 8  # at most _CELL_GRID² cells per chunk
+#: Bytes kept free in front of each output chunk's memory: room for a Blosc header, so the
+#: zarr writer can send an incompressible chunk to disk with no copy (clemlab._recycle.with_lead)
+_OUT_LEAD = 16
 _SCRATCH_MAX = 64 * 2**20  # largest per-thread scratch buffer kept for reuse (bytes)
 _SCRATCH = threading.local()
 
@@ -115,6 +118,7 @@ class _IndexMap:
     def __init__(self, tf: _tf.Transform, src_m: np.ndarray, dst_m: np.ndarray):
         self.tf, self.src_m, self.dst_m = tf, src_m, dst_m
         self.inverse = tf.inverse  # built once: non-linear inverses may be costly to set up
+        self._src_inv = np.linalg.inv(src_m)  # physical -> source index
         self.d = src_m.shape[0] - 1
         self.matrix = None
         self.affine = False
@@ -136,8 +140,7 @@ class _IndexMap:
         glob = idx + start
         phys = glob @ self.dst_m[:d, :d].T + self.dst_m[:d, d]  # (P, D) in (x, y, z)
         src_phys = self.inverse(phys)
-        # physical -> source index: the inverse of index_to_physical_matrix
-        inv = np.linalg.inv(self.src_m)
+        inv = self._src_inv  # physical -> source index: the inverse of index_to_physical_matrix
         return src_phys @ inv[:d, :d].T + inv[:d, d]
 
 
@@ -290,7 +293,7 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
     rows ``[r0/g, r1/g + 2)`` resized by ``g`` give exactly the rows the whole-chunk
     upsampling gives for ``[r0, r1)`` (``r0`` a multiple of ``g``; see :func:`node_positions`).
     """
-    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype)
+    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     xy = np.ascontiguousarray(nodes[..., ::-1], dtype=np.float32)  # OpenCV wants (x, y) = (col, row)
     if g == 1:
         for k, pl in enumerate(flat):
@@ -381,7 +384,7 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
 def _warp_cells(cv2: Any, flat: np.ndarray, cells: list, shape: tuple[int, int], interp: int,
                 border: dict) -> np.ndarray:
     """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output chunk."""
-    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype)
+    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     for r0, c0, h, w, m in cells:
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h, c0 : c0 + w]
@@ -424,7 +427,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     p = _swap_matrix()
     mcv = p @ m @ p
     dsize = (shape[1], shape[0])
-    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype)
+    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     for pl, view in zip(flat, out):
         if imap.affine:
             got = cv2.warpAffine(pl, mcv[:2], dsize, dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)

@@ -203,6 +203,57 @@ def test_incompressible_chunks_are_stored_verbatim_after_a_probe(monkeypatch):
     np.testing.assert_array_equal(np.frombuffer(codec.decode(got), np.uint16).reshape(shape), missed)
 
 
+def test_recycled_incompressible_chunks_go_to_disk_without_a_copy(tmp_path, monkeypatch):
+    # warp outputs live on recycled memory with 16 bytes free in front: an incompressible one
+    # gets Blosc's verbatim header written there and goes to disk from its own memory; the
+    # files equal zarr's, compressible chunks and the padded edge chunks take the usual path
+    from clemlab import _recycle
+    from clemlab.io import _zarr_chunks
+
+    monkeypatch.setattr(_zarr_chunks, "_ENCODERS", {})
+    rng = np.random.default_rng(4)
+    shape, chunks = (3072, 2500), (1024, 1024)
+    data = rng.integers(0, 256, shape, dtype=np.uint8)
+    data[1024:2048, 1024:2048] = 3  # one compressible chunk
+
+    def block(block_info=None):
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        out = _recycle.empty((r1 - r0, c1 - c0), np.uint8, lead=16)
+        out[...] = data[r0:r1, c0:c1]
+        return out
+
+    arr = da.map_blocks(block, dtype=np.uint8, chunks=((1024,) * 3, (1024, 1024, 452)))
+    ref = _make(tmp_path / "ref", shape, chunks, "uint8", Blosc("lz4", 5, Blosc.SHUFFLE))
+    ref[...] = data
+    _make(tmp_path / "mine", shape, chunks, "uint8", Blosc("lz4", 5, Blosc.SHUFFLE))
+    views = []
+    real = BackgroundWriter.submit_view
+    monkeypatch.setattr(BackgroundWriter, "submit_view", lambda self, path, *a: views.append(path) or real(self, path, *a))
+    bg = BackgroundWriter(buffers=2)
+    w = ChunkWriter(tmp_path / "mine", v2_layout(tmp_path / "mine"), bg)
+    da.store(arr, w, lock=False, scheduler="synchronous")
+    bg.close()
+    assert _files(tmp_path / "mine") == _files(tmp_path / "ref")
+    # 9 chunks: 3 padded edge chunks, 1 compressible, the first full noise chunk teaches the header
+    assert len(views) == 4 and bg._views == 0
+
+
+def test_with_lead_only_for_whole_recycled_arrays():
+    from clemlab import _recycle
+
+    a = _recycle.empty((1024, 1100), np.uint16, lead=32)
+    a[...] = 5
+    frame = _recycle.with_lead(a.reshape(-1), 16)
+    assert frame is not None and frame.nbytes == a.nbytes + 16
+    assert np.frombuffer(frame, np.uint8).ctypes.data % 4096 == 16  # 32 bytes in, 16 of them asked for
+    assert np.array_equal(np.frombuffer(frame, np.uint16, offset=16), a.reshape(-1))
+    assert _recycle.with_lead(a, 48) is None  # more than was reserved
+    assert _recycle.with_lead(a[1:], 16) is None and _recycle.with_lead(a.copy(), 16) is None
+    assert _recycle.with_lead(_recycle.empty((1024, 1100), np.uint16), 16) is None  # no lead
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _recycle.empty((1024, 1024), np.uint8, lead=5)
+
+
 def test_writer_without_blosc_library_access_encodes_normally(tmp_path, monkeypatch):
     # where the c-blosc function cannot be reached, chunks are encoded by numcodecs and copied
     import numcodecs.blosc
@@ -260,6 +311,13 @@ def test_background_writer_reports_errors(tmp_path):
     with pytest.raises(OSError):
         bg.close()
     assert good.read_bytes() == b"\x01" * (2 << 20)  # the other write completed
+    view_bg = BackgroundWriter(buffers=1)
+    payload = np.full(3 << 20, 2, np.uint8)
+    view_bg.submit_view(str(tmp_path / "v" / "0"), memoryview(payload), payload)
+    view_bg.submit_view(str(tmp_path / "afile" / "1"), memoryview(payload), payload)
+    with pytest.raises(OSError):
+        view_bg.close()
+    assert (tmp_path / "v" / "0").read_bytes() == payload.tobytes() and view_bg._views == 0
     with pytest.raises(RuntimeError, match="after close"):
         bg.submit(str(good), b"x")
 

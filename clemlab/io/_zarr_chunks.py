@@ -15,7 +15,10 @@ Chunk files of 1 MiB and more are written by :class:`BackgroundWriter`: a few th
 them with ``O_DIRECT`` (straight from reusable page-aligned buffers to the disk, bypassing the
 page cache) while the dask threads go on computing. Blosc chunks are compressed straight into
 those buffers by the c-blosc function numcodecs itself calls (:func:`_blosc_encoder`), and
-chunks a probe finds incompressible are copied there verbatim behind Blosc's header. Copying a large output into the page cache
+chunks a probe finds incompressible are copied there verbatim behind Blosc's header, or, when
+the chunk lives on recycled memory with room in front (the lazy warp's outputs:
+:func:`clemlab._recycle.with_lead`), get the header written there and go to disk from their
+own memory with no copy at all. Copying a large output into the page cache
 costs as much CPU as resampling it on virtual machines (fresh host pages, 1-3 ms/MB measured),
 and a written mosaic of tens of gigabytes would only evict useful pages anyway. Filesystems
 without ``O_DIRECT`` (tmpfs, some network mounts) get ordinary writes from the same threads.
@@ -253,7 +256,14 @@ class ChunkWriter:
         path = _chunk_file(self.root, idx, self.layout["sep"])
         if self._background is not None and value.nbytes >= DIRECT_MIN_BYTES:
             encode_into = _blosc_encoder(codec)
-            if encode_into is not None:  # encoded straight into a staging buffer: no copy
+            if encode_into is not None:
+                frame = _recycle.with_lead(value, _BLOSC_OVERHEAD)
+                header = None if frame is None else encode_into.verbatim_header(value)
+                if header is not None:  # incompressible, with room for the header in front: no copy
+                    frame[:_BLOSC_OVERHEAD] = header
+                    self._background.submit_view(path, frame, value)
+                    return
+                # encoded straight into a staging buffer
                 self._background.submit_filled(path, value.nbytes + _BLOSC_OVERHEAD,
                                                lambda out: encode_into(value, out))
                 return
@@ -372,16 +382,26 @@ class _BloscInto:
         n = self._compress(sample, typesize, out, width)
         return bool(out[2] & 0x02) and n == sample.nbytes + _BLOSC_OVERHEAD
 
+    def verbatim_header(self, value: np.ndarray) -> bytes | None:
+        """Blosc's 16-byte header for storing ``value`` verbatim, if a probe finds it incompressible.
+
+        None until a chunk of this size and item size has come out of Blosc verbatim, or when
+        the probe compresses.
+        """
+        header = self.verbatim.get((value.nbytes, value.dtype.itemsize))
+        if header is not None and self._incompressible(value.reshape(-1).view(np.uint8), value.dtype.itemsize):
+            return header
+        return None
+
     def __call__(self, value: np.ndarray, out: Any) -> int:
         nbytes, typesize = value.nbytes, value.dtype.itemsize
-        flat = value.reshape(-1).view(np.uint8)
-        header = self.verbatim.get((nbytes, typesize))
-        if header is not None and self._incompressible(flat, typesize):
+        header = self.verbatim_header(value)
+        if header is not None:
             with memoryview(out) as mv, mv.cast("B") as raw:
                 if raw.nbytes < nbytes + _BLOSC_OVERHEAD:
                     raise ValueError(f"a {raw.nbytes}-byte buffer cannot hold {nbytes + _BLOSC_OVERHEAD} bytes")
                 raw[:_BLOSC_OVERHEAD] = header
-                np.frombuffer(raw, np.uint8, nbytes, _BLOSC_OVERHEAD)[:] = flat
+                np.frombuffer(raw, np.uint8, nbytes, _BLOSC_OVERHEAD)[:] = value.reshape(-1).view(np.uint8)
             return nbytes + _BLOSC_OVERHEAD
         n = self._compress(value, typesize, out, self.blocksize)
         if n == nbytes + _BLOSC_OVERHEAD:
@@ -438,6 +458,7 @@ class BackgroundWriter:
         self._nbuf = max(1, int(buffers))
         self._free: list[np.ndarray] = []
         self._made = 0
+        self._views = 0  # pending writes straight from the caller's memory (submit_view)
         self._pending = 0
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -509,32 +530,58 @@ class BackgroundWriter:
         with self._cond:
             self._pending += 1
         try:
-            self._pool.submit(self._run, path, buf, n)
+            self._pool.submit(self._run, path, memoryview(buf)[:n], buf)
         except BaseException:
             self._done(buf, None)
             raise
 
-    def _done(self, buf: np.ndarray, error: BaseException | None) -> None:
+    def submit_view(self, path: str, data: memoryview, keep: Any) -> None:
+        """Queue writing ``data`` as it is, with no copy (``keep``, its owner, is held until written).
+
+        ``data`` must not change until written; for direct I/O it should start on a page
+        boundary (any other start is written through the page cache). Blocks while as many
+        such writes as there are staging buffers are pending, so memory stays bounded.
+        """
+        if self._closed:
+            raise RuntimeError("BackgroundWriter.submit after close()")
+        with self._cond:
+            while True:
+                self._raise_error()
+                if self._views < self._nbuf:
+                    break
+                self._cond.wait()
+            self._views += 1
+            self._pending += 1
+        try:
+            self._pool.submit(self._run, path, data, None, keep)
+        except BaseException:
+            self._done(None, None)
+            raise
+
+    def _done(self, buf: np.ndarray | None, error: BaseException | None) -> None:
         with self._cond:
             if error is not None and self._error is None:
                 self._error = error
-            self._free.append(buf)
+            if buf is None:
+                self._views -= 1
+            else:
+                self._free.append(buf)
             self._pending -= 1
             self._cond.notify_all()
 
-    def _run(self, path: str, buf: np.ndarray, n: int) -> None:
+    def _run(self, path: str, data: memoryview, buf: np.ndarray | None, keep: Any = None) -> None:
         error = None
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with memoryview(buf) as mv:
-                self._write(path, mv[:n])
+            self._write(path, data)
         except BaseException as exc:  # kept and raised in the submitting thread
             error = exc
+        del data, keep
         self._done(buf, error)
 
     def _write(self, path: str, data: memoryview) -> None:
         n = data.nbytes
-        if self.direct:
+        if self.direct and np.frombuffer(data, np.uint8).ctypes.data % _ALIGN == 0:
             try:
                 fd = os.open(path, _WRITE_FLAGS | os.O_DIRECT, 0o666)
             except OSError as exc:
