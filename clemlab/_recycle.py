@@ -45,6 +45,15 @@ _FREE_BYTES = [0]
 _LEAD: dict[int, tuple] = {}  # id(owner array) -> (mapping, lead bytes), for with_lead
 
 
+def _after_fork() -> None:  # a lock held by another thread at fork time would never be released
+    global _LOCK
+    _LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def _new_mapping(size: int) -> mmap.mmap:
     flags = getattr(mmap, "MAP_PRIVATE", None)
     if flags is not None and hasattr(mmap, "MAP_ANONYMOUS"):

@@ -1,7 +1,10 @@
 """Recycled large arrays (clemlab/_recycle.py): memory is reused only once nothing refers to it."""
 
 import gc
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -84,3 +87,42 @@ def test_threads_never_share_live_memory():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_allocate_while_another_thread_held_the_lock():
+    # dask's multiprocessing scheduler may fork while a worker thread is inside the pool lock
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _recycle._LOCK:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # child: would block forever on the inherited, held lock
+        code = 1
+        try:
+            a = _recycle.empty((1024, 1024), np.uint8)
+            a[...] = 1
+            del a
+            gc.collect()
+            code = 0 if _recycle.pool_bytes() > 0 else 2
+        finally:
+            os._exit(code)
+    release.set()
+    t.join()
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the pool lock")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
