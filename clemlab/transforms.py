@@ -1239,8 +1239,8 @@ class Polynomial(_NonLinear):
 def _tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
     """``U = r^2 log r`` from squared distances ``d2 = r^2`` (``U(0) = 0``): the 2-D
     thin-plate kernel, as BigWarp and scikit-image use it, in 2-D and 3-D. In place."""
-    lg = np.zeros_like(d2)
-    np.log(d2, out=lg, where=d2 > 0)
+    lg = np.maximum(d2, np.finfo(d2.dtype).tiny)  # r = 0: 0 * log(tiny) = 0, no masked log
+    np.log(lg, out=lg)
     d2 *= lg
     d2 *= 0.5
     return d2
