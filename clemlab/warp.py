@@ -326,7 +326,7 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
     cell (its corners, edge points and centre, where the residual of a smooth map is largest),
     down to ``max(shape) / _CELL_GRID`` px (at most ``_CELL_GRID``² cells, beyond which OpenCV's
     per-call overhead outweighs the gain over ``cv2.remap``). A cell whose deviation, scaled by
-    side² down to the smallest size, would still exceed 4 ``tol`` ends the search at once.
+    side² down to the smallest size, would still exceed 2 ``tol`` ends the search at once.
 
     Parameters
     ----------
@@ -369,9 +369,9 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
             if e <= tol:  # NaN fails too
                 m = np.array([[k[1, 1] / b, k[0, 1] / a, k[2, 1]], [k[1, 0] / b, k[0, 0] / a, k[2, 0]]])
                 cells.append((r0, c0, h, w, m))
-            elif max(h, w) > smallest and e * (smallest / max(h, w)) ** 2 <= 4 * tol:
+            elif max(h, w) > smallest and e * (smallest / max(h, w)) ** 2 <= 2 * tol:
                 # splitting can still succeed: a smooth map's deviation from affine shrinks
-                # ~ side² (4x slack); otherwise give up now rather than evaluate every level
+                # ~ side² (2x slack); otherwise give up now rather than evaluate every level
                 h2, w2 = -(-h // 2), -(-w // 2)
                 split += [(r0 + dr, c0 + dc, hh, ww) for dr, hh in ((0, h2), (h2, h - h2)) if hh
                           for dc, ww in ((0, w2), (w2, w - w2)) if ww]
