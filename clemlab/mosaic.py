@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _opencv
 from . import transforms as _tf
 from .errors import FileFormatError, ImageError
 from .image import as_image
@@ -53,7 +54,7 @@ def _blend_task(tiles: list, offsets: list, shape: tuple[int, int], dtype: Any, 
     whose centres lie within the tile's first and last pixel centres), so the cost grows with
     the tiles' pixels, not with the number of tiles times the chunk size.
     """
-    import cv2
+    cv2 = _opencv.load()
 
     acc = np.zeros(shape, np.float32)
     wsum = np.zeros(shape, np.float32)
@@ -245,7 +246,7 @@ def _tile_level(tile: np.ndarray, f: int) -> np.ndarray:
     factors use OpenCV's area resampling, which for an integer factor is the exact block mean
     (equal to ``reshape(...).mean(...)`` in float32).
     """
-    import cv2
+    cv2 = _opencv.load()
 
     t = np.asarray(tile)
     ny, nx = t.shape[0] // f, t.shape[1] // f

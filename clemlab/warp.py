@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import _recycle
+from . import _opencv, _recycle
 from . import transforms as _tf
 from .errors import ImageError
 from .image import as_image, check_image
@@ -211,7 +211,7 @@ def node_positions(n: int, spacing: int) -> np.ndarray:
 
 def _upsample(nodes: np.ndarray, spacing: int, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of node values ``(my, mx, C)`` to ``shape`` pixels (see node_positions)."""
-    import cv2
+    cv2 = _opencv.load()
 
     my, mx = nodes.shape[:2]
     full = cv2.resize(nodes, (mx * spacing, my * spacing), interpolation=cv2.INTER_LINEAR)
@@ -444,12 +444,13 @@ def _resample(src: np.ndarray, spec: dict) -> np.ndarray:
     lead = src.shape[: spec["nlead"]]
     flat = src.reshape((-1,) + src.shape[len(lead):])
     if method == "opencv":
-        import cv2
-
         # OpenCV keeps its own thread pool (cv2.setNumThreads is left alone): two dask threads
         # do not oversubscribe it, since a second concurrent caller runs serially in its own
         # thread, and the pool fills a core while the other dask thread reads or writes
-        # (measured: forcing 1 OpenCV thread per task was 10-30 % slower, benchmarks/bench_warp.py)
+        # (measured: forcing 1 OpenCV thread per task was 10-30 % slower, benchmarks/bench_warp.py;
+        # so was splitting calls into bands small enough for OpenCV to run them serially);
+        # _opencv.load() makes idle pool threads sleep instead of spinning
+        cv2 = _opencv.load()
         out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill)
     else:
         from scipy import ndimage
