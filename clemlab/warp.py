@@ -28,6 +28,11 @@ chunks that cover that footprint, assembles them and resamples:
 All matrices and coordinates are taken relative to the output chunk and to the footprint's
 first source pixel, so stage coordinates of 10^5 µm keep sub-pixel exactness.
 
+Memory: OpenCV writes each output chunk into memory from :mod:`clemlab._recycle` (pages reused
+once the chunk is dropped, with 16 bytes free in front where the zarr writer puts a Blosc
+header to send the chunk to disk without a copy); footprints and coordinate maps use per-thread
+scratch buffers. OpenCV is imported through :mod:`clemlab._opencv` (idle pool threads sleep).
+
 Pixel conventions: integer indices are pixel centres in both OpenCV and scipy. Inside the
 source they agree to within 1 grey level (integer dtypes: both round; float32 to ~1e-4
 relative); within one pixel of the source edge OpenCV blends with ``fill`` where scipy
