@@ -238,12 +238,14 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
         g = max(1, min(spacing, max(shape)))
         ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
         pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
-        vals = (index_map(pts, start) - origin).reshape(ry.size, rx.size, 2)
         if g == 1:
+            vals = (index_map(pts, start) - origin).reshape(ry.size, rx.size, 2)
             return vals[1 : 1 + shape[0], 1 : 1 + shape[1]], 1, 0.0
         cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2
         cpts = np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)
-        exact = (index_map(cpts, start) - origin).reshape(cy.size, cx.size, 2)
+        both = index_map(np.concatenate([pts, cpts]), start) - origin  # nodes and cell centres at once
+        vals = both[: len(pts)].reshape(ry.size, rx.size, 2)
+        exact = both[len(pts) :].reshape(cy.size, cx.size, 2)
         interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
         err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
         if err <= tol or g <= 2:
