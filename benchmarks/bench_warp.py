@@ -14,7 +14,9 @@ allocating its output, as a user's call does), ``dask_image.ndinterp.affine_tran
 chunks, zarr to zarr, 2 threads) and ``scipy.ndimage.affine_transform`` (in memory, one core).
 clemlab's and dask-image's results are written by the same writer (``clemlab.write_ome_zarr``,
 one level: large chunk files go to disk from background threads with direct I/O), so the
-comparison is of the engines; ``io-floor`` is that read and write with no resampling.
+comparison is of the engines (clemlab's warp leaves room for the codec header in front of each
+output chunk, so its incompressible chunks go to disk without the copy into a staging buffer
+that dask-image's take); ``io-floor`` is that read and write with no resampling.
 
 Every configuration runs ``--repeat`` times (default 5; round-robin over the configurations of
 a dtype, the doubled side included), each in a fresh subprocess after an untimed warm-up on a
