@@ -257,15 +257,15 @@ class ChunkWriter:
         if self._background is not None and value.nbytes >= DIRECT_MIN_BYTES:
             encode_into = _blosc_encoder(codec)
             if encode_into is not None:
-                frame = _recycle.with_lead(value, _BLOSC_OVERHEAD)
-                header = None if frame is None else encode_into.verbatim_header(value)
-                if header is not None:  # incompressible, with room for the header in front: no copy
+                header = encode_into.verbatim_header(value)
+                frame = None if header is None else _recycle.with_lead(value, _BLOSC_OVERHEAD)
+                if frame is not None:  # incompressible, with room for the header in front: no copy
                     frame[:_BLOSC_OVERHEAD] = header
                     self._background.submit_view(path, frame, value)
                     return
                 # encoded straight into a staging buffer
                 self._background.submit_filled(path, value.nbytes + _BLOSC_OVERHEAD,
-                                               lambda out: encode_into(value, out))
+                                               lambda out: encode_into.encode(value, out, header))
                 return
         data = value if codec is None else codec.encode(value)
         with memoryview(data) as mv, mv.cast("B") as raw:
@@ -394,8 +394,11 @@ class _BloscInto:
         return None
 
     def __call__(self, value: np.ndarray, out: Any) -> int:
+        return self.encode(value, out, self.verbatim_header(value))
+
+    def encode(self, value: np.ndarray, out: Any, header: bytes | None) -> int:
+        """Write ``value``'s frame into ``out``: verbatim behind ``header`` if given, else compressed."""
         nbytes, typesize = value.nbytes, value.dtype.itemsize
-        header = self.verbatim_header(value)
         if header is not None:
             with memoryview(out) as mv, mv.cast("B") as raw:
                 if raw.nbytes < nbytes + _BLOSC_OVERHEAD:
