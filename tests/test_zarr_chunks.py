@@ -238,6 +238,32 @@ def test_recycled_incompressible_chunks_go_to_disk_without_a_copy(tmp_path, monk
     assert len(views) == 4 and bg._views == 0
 
 
+def test_zero_copy_writes_are_bounded_like_the_staging_buffers(tmp_path, monkeypatch):
+    # a writer with one staging buffer holds at most one pending zero-copy write: the second
+    # submit_view waits until the first file is on disk, so memory stays bounded
+    import threading
+
+    gate = threading.Event()
+    real = BackgroundWriter._write
+
+    def slow(self, path, data):
+        gate.wait(10)
+        real(self, path, data)
+
+    monkeypatch.setattr(BackgroundWriter, "_write", slow)
+    bg = BackgroundWriter(threads=2, buffers=1)
+    payload = np.full(2 << 20, 9, np.uint8)
+    bg.submit_view(str(tmp_path / "a"), memoryview(payload), payload)
+    second = threading.Thread(target=bg.submit_view, args=(str(tmp_path / "b"), memoryview(payload), payload))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive() and bg._views == 1  # waiting for the first write
+    gate.set()
+    second.join(10)
+    bg.close()
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == payload.tobytes()
+
+
 def test_with_lead_only_for_whole_recycled_arrays():
     from clemlab import _recycle
 
