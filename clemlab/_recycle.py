@@ -42,7 +42,7 @@ except (AttributeError, ValueError, OSError):  # no sysconf (Windows): keep the 
 _LOCK = threading.RLock()  # re-entrant: a finalizer may run inside a locked section (gc)
 _FREE: dict[int, list] = {}
 _FREE_BYTES = [0]
-_LEAD: dict[int, tuple] = {}  # id(owner array) -> (mapping, lead bytes), for with_lead
+_LEAD: dict[int, int] = {}  # id(owner array) -> bytes reserved before it, for with_lead
 
 
 def _after_fork() -> None:  # a lock held by another thread at fork time would never be released
@@ -111,7 +111,7 @@ def empty(shape: Any, dtype: Any, lead: int = 0) -> np.ndarray:
     owner = np.frombuffer(mapping, np.uint8, nbytes, lead)  # .base: the mapping; views keep `owner` alive
     if lead:
         with _LOCK:
-            _LEAD[id(owner)] = (mapping, lead)
+            _LEAD[id(owner)] = lead
     weakref.finalize(owner, _give_back, mapping, size, id(owner))
     return owner.view(dtype).reshape(shape)
 
@@ -128,13 +128,10 @@ def with_lead(arr: np.ndarray, n: int) -> memoryview | None:
     if not isinstance(owner, np.ndarray) or not arr.flags.c_contiguous or arr.nbytes != owner.nbytes:
         return None
     with _LOCK:
-        entry = _LEAD.get(id(owner))
-    if entry is None or arr.ctypes.data != owner.ctypes.data:
+        lead = _LEAD.get(id(owner))
+    if lead is None or lead < n or arr.ctypes.data != owner.ctypes.data:
         return None
-    mapping, lead = entry
-    if lead < n:
-        return None
-    return memoryview(mapping)[lead - n : lead + owner.nbytes]
+    return owner.base[lead - n : lead + owner.nbytes]  # owner.base: a memoryview of the whole mapping
 
 
 def pool_bytes() -> int:

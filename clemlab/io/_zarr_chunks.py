@@ -44,6 +44,8 @@ __all__ = ["v2_layout", "read_dask", "ChunkWriter", "BackgroundWriter"]
 #: Chunk files at least this large go through the direct-I/O path of BackgroundWriter.
 DIRECT_MIN_BYTES = 1 << 20
 _ALIGN = 4096  # O_DIRECT alignment of buffer address, length and file offset (any block size <= 4 KiB)
+_BLOSC_OVERHEAD = 16  # BLOSC_MAX_OVERHEAD: a Blosc frame is at most this much larger than its data
+_BLOSC_MEMCPYED = 0x02  # Blosc header flag (byte 2): the data follow the 16-byte header verbatim
 
 
 def v2_layout(array_path: str | os.PathLike) -> dict | None:
@@ -143,8 +145,8 @@ def _blosc_verbatim_offset(codec: Any, raw: np.ndarray, nbytes: int) -> int | No
     flags = int(raw[2])
     size = int.from_bytes(raw[4:8].tobytes(), "little")
     cbytes = int.from_bytes(raw[12:16].tobytes(), "little")
-    if flags & 0x02 and size == nbytes and cbytes == len(raw) == 16 + nbytes:
-        return 16
+    if flags & _BLOSC_MEMCPYED and size == nbytes and cbytes == len(raw) == _BLOSC_OVERHEAD + nbytes:
+        return _BLOSC_OVERHEAD
     return None
 
 
@@ -276,7 +278,6 @@ class ChunkWriter:
                 _write_plain(path, raw)
 
 
-_BLOSC_OVERHEAD = 16  # BLOSC_MAX_OVERHEAD: a Blosc frame is at most this much larger than its data
 _BLOSC_LOCK = threading.Lock()
 _BLOSC_FUNC: list = []  # [ctypes function or None], looked up once
 
@@ -380,7 +381,7 @@ class _BloscInto:
         sample = np.concatenate([flat[k * step : k * step + width] for k in range(_PROBES)])
         out = np.empty(sample.nbytes + _BLOSC_OVERHEAD, np.uint8)
         n = self._compress(sample, typesize, out, width)
-        return bool(out[2] & 0x02) and n == sample.nbytes + _BLOSC_OVERHEAD
+        return bool(out[2] & _BLOSC_MEMCPYED) and n == sample.nbytes + _BLOSC_OVERHEAD
 
     def verbatim_header(self, value: np.ndarray) -> bytes | None:
         """Blosc's 16-byte header for storing ``value`` verbatim, if a probe finds it incompressible.
@@ -409,7 +410,7 @@ class _BloscInto:
         n = self._compress(value, typesize, out, self.blocksize)
         if n == nbytes + _BLOSC_OVERHEAD:
             with memoryview(out) as mv, mv.cast("B") as raw:
-                if raw[2] & 0x02:  # stored verbatim: remember the header for chunks of this size
+                if raw[2] & _BLOSC_MEMCPYED:  # stored verbatim: remember the header for chunks of this size
                     self.verbatim[(nbytes, typesize)] = bytes(raw[:_BLOSC_OVERHEAD])
         return n
 
