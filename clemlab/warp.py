@@ -12,16 +12,18 @@ chunks that cover that footprint, assembles them and resamples:
 
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
   ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix). Non-linear
-  maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (512 px
-  down to 1/8 of the chunk) on which the map is affine to within :data:`MAP_TOLERANCE_PX` =
-  0.025 px, checked on a 5 x 5 lattice per cell, and resampled with one ``cv2.warpAffine`` per
-  cell (:func:`cell_affines`; single-threaded, 16 cells of a 2048² chunk took 6.3 ms against
-  5.7 ms for one affine warp and 7.7 ms for ``cv2.remap``). Where that fails, the map is
-  evaluated exactly on a coarse node grid and bilinearly upsampled for ``cv2.remap`` (a strip
-  of rows at a time, so the full-resolution map never exists); the node spacing (128 px at
-  most) shrinks until the deviation at every cell centre (where bilinear interpolation errs
-  most for smooth maps) is below 0.025 px. OpenCV samples at 1/32 px, so sampled positions
-  sit within 0.025 + 1/64·√2 < 0.05 px of the exact transform (tested for both paths).
+  maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (a
+  quadtree from 512 px, at most 64 cells) on which the map is affine to within
+  :data:`MAP_TOLERANCE_PX` = 0.025 px, checked on a 5 x 5 lattice per cell, and resampled
+  with one ``cv2.warpAffine`` per cell (:func:`cell_affines`; single-threaded, 16 cells of a
+  2048² chunk took 6.3 ms against 5.7 ms for one affine warp and 7.7 ms for ``cv2.remap``;
+  more cells cost more than they save, as every OpenCV call hands the GIL to the other dask
+  thread). Where that fails, the map is evaluated exactly on a coarse node grid and
+  bilinearly upsampled for ``cv2.remap``, a strip of rows at a time so the full-resolution
+  map never exists (:func:`_remap_strips`); the node spacing (120 px at most) shrinks until
+  the deviation at every cell centre (where bilinear interpolation errs most for smooth maps)
+  is below 0.025 px. OpenCV samples at 1/32 px, so sampled positions sit within
+  0.025 + 1/64·√2 < 0.05 px of the exact transform (tested for both paths).
 - everything else (float64 and other dtypes, order >= 2, 3-D): ``scipy.ndimage`` on the same
   footprint, with exact float64 coordinates.
 
@@ -65,11 +67,20 @@ DEFAULT_CHUNK = {2: 2048, 3: 128}
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 _CV_MAX_SIDE = 32767  # OpenCV's limit on image sides (SHRT_MAX)
 _FOOTPRINT_SIDE = 8192  # default chunks shrink so that footprints stay below this side
-_MAX_SPACING = 128  # coarsest node spacing tried (px)
-_STRIP_ROWS = 256  # output rows per remap strip
+#: node spacings tried (px), coarsest first: 8 x an odd number, so that upsampling the nodes
+#: by g/8 and then by 8 is exact bilinear interpolation (see :func:`_remap_strips`), then 4, 2
+_SPACINGS = (120, 56, 24, 8, 4, 2)
+_SUB = 8  # second-stage upsampling factor of the coarse map (px)
+_STRIP_ROWS = 128  # output rows per remap strip (its map, ~2 MB, stays in cache)
 _CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
-_CELL_MIN = 16  # smallest cell side (px)
-_CELL_GRID = 8  # at most _CELL_GRID² cells per chunk
+_CELL_MIN = 32  # smallest cell side (px)
+_CELL_CALLS = 64  # at most this many cells (OpenCV calls) per chunk
+# a cell's 5 x 5 lattice in normalised coordinates (row, col in 0, 1/4, .., 1) and its
+# least-squares affine fit (pseudo-inverse of the design matrix [u_row, u_col, 1])
+_LATTICE = np.linspace(0.0, 1.0, 5)
+_LATTICE_DESIGN = np.c_[np.repeat(_LATTICE, _LATTICE.size), np.tile(_LATTICE, _LATTICE.size),
+                        np.ones(_LATTICE.size**2)]
+_LATTICE_PINV = np.linalg.pinv(_LATTICE_DESIGN)
 #: Bytes kept free in front of each output chunk's memory: room for a Blosc header, so the
 #: zarr writer can send an incompressible chunk to disk with no copy (clemlab._recycle.with_lead)
 _OUT_LEAD = 16
@@ -233,7 +244,7 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
     laid out as :func:`node_positions`), the spacing and the error; for spacing 1 the values
     are those of the ``shape`` pixels themselves.
     """
-    spacing = _MAX_SPACING
+    spacing = _SPACINGS[0]
     while True:
         g = max(1, min(spacing, max(shape)))
         ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
@@ -248,14 +259,14 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
         exact = both[len(pts) :].reshape(cy.size, cx.size, 2)
         interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
         err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
-        if err <= tol or g <= 2:
-            if err > tol:  # spacing 2 still too coarse: evaluate every pixel
+        if err <= tol or g <= _SPACINGS[-1]:
+            if err > tol:  # the finest spacing is still too coarse: evaluate every pixel
                 spacing = 1
                 continue
             return vals, g, err
         # bilinear error grows as g^2: jump to the spacing predicted to pass (with 20 % slack)
         predicted = g * math.sqrt(tol / err) / 1.2
-        spacing = max(2, min(g // 2, 2 ** int(math.floor(math.log2(max(predicted, 1.0))))))
+        spacing = next((c for c in _SPACINGS if c < g and c <= predicted), _SPACINGS[-1])
 
 
 def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
@@ -282,7 +293,7 @@ def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, i
     maps : numpy.ndarray, shape (rows, cols, 2)
         Source ``(row, col)`` indices relative to ``origin``.
     spacing : int
-        Node spacing used (px), a power of two from 128 down to 1.
+        Node spacing used (px): one of :data:`_SPACINGS`, or 1.
     err : float
         Largest deviation found at cell centres (px).
     """
@@ -294,11 +305,17 @@ def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, i
 
 def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: tuple[int, int],
                   interp: int, border: dict) -> np.ndarray:
-    """``cv2.remap`` of each plane through the upsampled node map, a strip of rows at a time.
+    """``cv2.remap`` of each plane through the bilinearly upsampled node map, a strip of rows at a time.
 
-    The map takes 8 bytes per output pixel; a strip of ~256 rows of it stays in cache. Node
-    rows ``[r0/g, r1/g + 2)`` resized by ``g`` give exactly the rows the whole-chunk
-    upsampling gives for ``[r0, r1)`` (``r0`` a multiple of ``g``; see :func:`node_positions`).
+    The full-resolution map takes 8 bytes per output pixel, 8 times the output of a uint8
+    chunk, so it is never made whole. The nodes (spacing ``g``, laid out as
+    :func:`node_positions`) are first upsampled by ``g / 8`` for the whole chunk (a small
+    array), then each strip of :data:`_STRIP_ROWS` rows by 8 into a buffer that stays in cache
+    and that ``cv2.remap`` reads in place. For ``g`` = 8 x an odd number every node line is a
+    line of the intermediate grid, so both stages together are exactly the bilinear
+    interpolation of the nodes (other ``g``: one stage). A strip costs 8 rows more than it
+    gives (one upsampling interval), where upsampling the nodes per strip would cost ``g``
+    rows (2 ``g`` with whole node intervals).
     """
     out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     xy = np.ascontiguousarray(nodes[..., ::-1], dtype=np.float32)  # OpenCV wants (x, y) = (col, row)
@@ -307,33 +324,50 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
             view = out[k]
             _into(cv2.remap(pl, xy, None, interp, dst=view, **border), view)
         return out
-    step = max(g, (_STRIP_ROWS // g) * g)
-    # the map buffer is reused by every strip and task (fresh pages cost more than the
-    # interpolation itself); remap reads the wanted window of it in place (OpenCV takes row
-    # strides) and writes straight into the output rows
-    wide = xy.shape[1] * g
-    up = _scratch("map", (step + 2 * g, wide, 2), np.float32)
-    for r0 in range(0, shape[0], step):
-        h = min(shape[0], r0 + step) - r0
-        sub = xy[r0 // g : r0 // g + -(-h // g) + 2]
-        cv2.resize(sub, (wide, sub.shape[0] * g), dst=up[: sub.shape[0] * g], interpolation=cv2.INTER_LINEAR)
-        window = up[g : g + h, g : g + shape[1]]
+    sub = _SUB if g % (2 * _SUB) == _SUB else g  # g = 8 x odd: two stages
+    f1 = g // sub
+    if f1 > 1:
+        xy = cv2.resize(xy, (xy.shape[1] * f1, xy.shape[0] * f1), interpolation=cv2.INTER_LINEAR)
+    # intermediate node j sits at pixel (j + 1/2) sub - g - 1/2; upsampling its rows [b, b + n)
+    # by ``sub`` gives pixel row i + b sub - g as row i, exact for i in [sub/2, (n - 1/2) sub)
+    bc = (g - sub // 2) // sub
+    c_first = g - bc * sub
+    cols = xy[:, bc : bc + -(-(c_first + shape[1]) // sub) + 1]
+    wide = cols.shape[1] * sub
+    up = _scratch("map", (_STRIP_ROWS + 4 * sub, wide, 2), np.float32)
+    for r0 in range(0, shape[0], _STRIP_ROWS):
+        h = min(shape[0], r0 + _STRIP_ROWS) - r0
+        b = (r0 + g - sub // 2) // sub
+        first = r0 + g - b * sub
+        rows = cols[b : b + -(-(first + h) // sub) + 1]
+        n = rows.shape[0] * sub
+        cv2.resize(rows, (wide, n), dst=up[:n], interpolation=cv2.INTER_LINEAR)
+        window = up[first : first + h, c_first : c_first + shape[1]]
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h]
             _into(cv2.remap(pl, window, None, interp, dst=view, **border), view)
     return out
 
 
+def _cell_lattice(r0: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Lattice coordinates ``(n, L)`` along one axis of cells ``[r0, r0 + h)``: from the first pixel to one past the last."""
+    return r0[:, None] + h[:, None] * _LATTICE
+
+
 def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int], origin: np.ndarray,
-                 tol: float = MAP_TOLERANCE_PX) -> list | None:
+                 tol: float = MAP_TOLERANCE_PX) -> tuple[list, np.ndarray] | None:
     """Tile a 2-D output chunk with cells on each of which a non-linear map is affine within ``tol``.
 
-    Cells start at :data:`_CELL_MAX` px and are split in four while the map deviates from its
-    least-squares affine fit by more than ``tol`` at any point of a 5 x 5 lattice spanning the
-    cell (its corners, edge points and centre, where the residual of a smooth map is largest),
-    down to ``max(shape) / _CELL_GRID`` px (at most ``_CELL_GRID``² cells, beyond which OpenCV's
-    per-call overhead outweighs the gain over ``cv2.remap``). A cell whose deviation, scaled by
-    side² down to the smallest size, would still exceed 2 ``tol`` ends the search at once.
+    Cells start at :data:`_CELL_MAX` px and are split in four (a quadtree) while the map
+    deviates from its least-squares affine fit by more than ``tol`` at any point of a 5 x 5
+    lattice spanning the cell, down to :data:`_CELL_MIN` px. The lattices of a cell's four
+    children share the parent's points and their common edges (a 9 x 9 grid), so each split
+    evaluates the map at 56 new points. Splitting stops, and the chunk is refused, when a cell
+    of the smallest size still deviates, when the chunk would need more than
+    :data:`_CELL_CALLS` cells (each is one OpenCV call, and each call hands the GIL over:
+    with two dask threads, 10,000 calls per 16384² warp cost more than ``cv2.remap``), or when
+    a deviation scaled by side² down to the smallest side that budget allows would still
+    exceed 2 ``tol`` (a smooth map's deviation from affine shrinks ~ side²).
 
     Parameters
     ----------
@@ -348,54 +382,102 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
 
     Returns
     -------
-    list of (r0, c0, h, w, m) or None
-        Cells (chunk-relative first row and column, height, width) with ``m``, the 2 x 3
+    (boxes, matrices) or None
+        ``boxes``: list of ``[r0, c0, h, w]`` (chunk-relative first row and column, height,
+        width), covering the chunk once; ``matrices``: ``(n, 2, 3)`` float64, per cell the
         OpenCV matrix (``WARP_INVERSE_MAP``, ``(x, y)`` order) from cell-relative output pixel
-        to source pixel relative to ``origin``; None if some cell of the smallest size still
-        deviates (or the map is not finite there).
+        to source pixel relative to ``origin``. None if the map cannot be tiled so (or is not
+        finite there).
     """
-    t = np.linspace(0.0, 1.0, 5)
-    ur, uc = (a.ravel() for a in np.meshgrid(t, t, indexing="ij"))
-    design = np.c_[ur, uc, np.ones_like(ur)]  # (25, 3): normalised cell coordinates
-    pinv = np.linalg.pinv(design)
-    smallest = max(_CELL_MIN, -(-max(shape) // _CELL_GRID))
-    side = max(_CELL_MAX, smallest)
-    todo = [(r0, c0, min(side, shape[0] - r0), min(side, shape[1] - c0))
-            for r0 in range(0, shape[0], side) for c0 in range(0, shape[1], side)]
-    cells = []
-    while todo:
-        box = np.asarray(todo, np.float64)
-        sh, sw = np.maximum(box[:, 2] - 1, 1), np.maximum(box[:, 3] - 1, 1)
-        pts = np.stack([box[:, :1] + ur * sh[:, None], box[:, 1:2] + uc * sw[:, None]], axis=-1)
-        vals = (index_map(pts.reshape(-1, 2), start) - origin).reshape(len(todo), ur.size, 2)
-        coef = np.einsum("kp,npd->nkd", pinv, vals)  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
-        resid = vals - np.einsum("pk,nkd->npd", design, coef)
+    n_l = _LATTICE.size
+    side = max(_CELL_MAX, _CELL_MIN)
+    floor = max(_CELL_MIN, math.sqrt(shape[0] * shape[1] / _CELL_CALLS))  # smallest side within budget
+    r0 = np.arange(0, shape[0], side, dtype=np.float64)
+    c0 = np.arange(0, shape[1], side, dtype=np.float64)
+    h, w = np.minimum(side, shape[0] - r0), np.minimum(side, shape[1] - c0)
+    # top level: the cells' lattices form one grid (neighbours share their common edge)
+    ry = np.append(_cell_lattice(r0, h)[:, :-1], shape[0])
+    cx = np.append(_cell_lattice(c0, w)[:, :-1], shape[1])
+    grid = (index_map(np.stack(np.meshgrid(ry, cx, indexing="ij"), -1).reshape(-1, 2), start)
+            - origin).reshape(ry.size, cx.size, 2)
+    win = np.lib.stride_tricks.sliding_window_view(grid, (n_l, n_l), axis=(0, 1))[:: n_l - 1, :: n_l - 1]
+    vals = np.moveaxis(win, 2, -1).reshape(-1, n_l * n_l, 2)
+    boxes = np.stack(np.broadcast_arrays(r0[:, None], c0[None, :], h[:, None], w[None, :]), -1).reshape(-1, 4)
+    done_boxes, done_mats = [], []
+    ncells = 0
+    while True:
+        coef = _LATTICE_PINV @ vals  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
+        resid = vals - _LATTICE_DESIGN @ coef
         err = np.sqrt((resid**2).sum(axis=-1)).max(axis=1)
-        split = []
-        for (r0, c0, h, w), e, k, a, b in zip(todo, err, coef, sh, sw):
-            if e <= tol:  # NaN fails too
-                m = np.array([[k[1, 1] / b, k[0, 1] / a, k[2, 1]], [k[1, 0] / b, k[0, 0] / a, k[2, 0]]])
-                cells.append((r0, c0, h, w, m))
-            elif max(h, w) > smallest and e * (smallest / max(h, w)) ** 2 <= 2 * tol:
-                # splitting can still succeed: a smooth map's deviation from affine shrinks
-                # ~ side² (2x slack); otherwise give up now rather than evaluate every level
-                h2, w2 = -(-h // 2), -(-w // 2)
-                split += [(r0 + dr, c0 + dc, hh, ww) for dr, hh in ((0, h2), (h2, h - h2)) if hh
-                          for dc, ww in ((0, w2), (w2, w - w2)) if ww]
-            else:
-                return None
-        todo = split
-    return cells
+        ok = err <= tol  # NaN fails too
+        if ok.any():
+            b, k = boxes[ok], coef[ok]
+            m = np.empty((len(b), 2, 3))
+            m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = k[:, 1, 1] / b[:, 3], k[:, 0, 1] / b[:, 2], k[:, 2, 1]
+            m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = k[:, 1, 0] / b[:, 3], k[:, 0, 0] / b[:, 2], k[:, 2, 0]
+            done_boxes.append(b)
+            done_mats.append(m)
+            ncells += len(b)
+        bad = ~ok
+        if not bad.any():
+            break
+        big = boxes[bad, 2:].max(axis=1)
+        e = err[bad]
+        # cells of the smallest size, hopeless deviations (side² scaling down to the smallest
+        # side the cell budget allows, 2x slack), NaN, or more cells than OpenCV calls pay
+        # off: the chunk goes to cv2.remap
+        if (np.any(big <= _CELL_MIN) or np.any(~(e * (floor / big) ** 2 <= 2 * tol))
+                or ncells + 4 * len(e) > _CELL_CALLS):
+            return None
+        boxes, vals = _split_cells(index_map, start, origin, boxes[bad], vals[bad])
+    boxes = np.concatenate(done_boxes)
+    return boxes.astype(np.int64).tolist(), np.concatenate(done_mats)
 
 
-def _warp_cells(cv2: Any, flat: np.ndarray, cells: list, shape: tuple[int, int], interp: int,
+def _split_cells(index_map: _IndexMap, start: tuple[int, int], origin: np.ndarray, boxes: np.ndarray,
+                 vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quadtree children of cells ``boxes`` (n, 4) with their lattice values ``vals`` (n, L², 2).
+
+    The children's lattices make a (2L - 1)² grid per parent whose even rows and columns are
+    the parent's lattice where the split is exact (even sides); only the other points are
+    evaluated.
+    """
+    n, n_l = len(boxes), _LATTICE.size
+    n_g = 2 * n_l - 1
+    r0, c0, h, w = boxes.T
+    h2, w2 = np.ceil(h / 2), np.ceil(w / 2)
+    rows = np.concatenate([_cell_lattice(r0, h2)[:, :-1], _cell_lattice(r0 + h2, h - h2)], axis=1)  # (n, 2L-1)
+    cols = np.concatenate([_cell_lattice(c0, w2)[:, :-1], _cell_lattice(c0 + w2, w - w2)], axis=1)
+    g = np.empty((n, n_g, n_g, 2))
+    g[:, ::2, ::2] = vals.reshape(n, n_l, n_l, 2)
+    need = np.ones((n, n_g, n_g), bool)
+    need[:, ::2, ::2] = False
+    # odd side: only the first and last lattice lines are the parent's
+    need[np.ix_(h % 2 == 1, np.arange(2, n_g - 1, 2), np.arange(0, n_g, 2))] = True
+    need[np.ix_(w % 2 == 1, np.arange(0, n_g, 2), np.arange(2, n_g - 1, 2))] = True
+    pts = np.stack(np.broadcast_arrays(rows[:, :, None], cols[:, None, :]), -1)[need]
+    g[need] = index_map(pts, start) - origin
+    kids_boxes, kids_vals = [], []
+    lo, hi = slice(0, n_l), slice(n_l - 1, n_g)
+    for dr, hh, sr in ((0, h2, lo), (h2, h - h2, hi)):
+        for dc, ww, sc in ((0, w2, lo), (w2, w - w2, hi)):
+            kids_boxes.append(np.stack([r0 + dr, c0 + dc, hh, ww], axis=1))
+            kids_vals.append(g[:, sr, sc].reshape(n, n_l * n_l, 2))
+    kb, kv = np.concatenate(kids_boxes), np.concatenate(kids_vals)
+    keep = (kb[:, 2] > 0) & (kb[:, 3] > 0)  # a side of 1 px has one child along it
+    return kb[keep], kv[keep]
+
+
+def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray], shape: tuple[int, int], interp: int,
                 border: dict) -> np.ndarray:
     """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output chunk."""
     out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
-    for r0, c0, h, w, m in cells:
+    flags = interp | cv2.WARP_INVERSE_MAP
+    boxes, mats = cells
+    for (r0, c0, h, w), m in zip(boxes, mats):
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h, c0 : c0 + w]
-            _into(cv2.warpAffine(pl, m, (w, h), dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border), view)
+            _into(cv2.warpAffine(pl, m, (w, h), dst=view, flags=flags, **border), view)
     return out
 
 

@@ -220,12 +220,13 @@ def test_tps_50_landmarks_within_bound():
     assert _position_error(tps, src, dst, seed=1).max() < 0.05
 
 
-def test_smooth_maps_are_resampled_as_affine_cells_within_bound():
+@pytest.mark.parametrize("shape", [(512, 640), (509, 637)])
+def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     """Piecewise-affine path: a TPS over a large field (BigWarp's parameterisation, landmark
     noise 0.02 px: 35 cells of 64-256 px) is tiled by cells that cover the chunk once, each affine to within
     MAP_TOLERANCE_PX of exact evaluation at every pixel; the warp through it samples within
     0.05 px; a strong swirl is refused (None) and goes through cv2.remap instead."""
-    from clemlab.warp import _IndexMap, _grid_matrix, cell_affines
+    from clemlab.warp import _CELL_CALLS, _CELL_MAX, _IndexMap, _grid_matrix, cell_affines
 
     rng = np.random.default_rng(21)
     src = cl.as_image(np.zeros((1100, 1200), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
@@ -235,12 +236,15 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound():
                                           + rng.normal(0, 0.0002, (30, 2)), bigwarp=True,
                                           source_frame="EM", target_frame="T")
     imap = _IndexMap(tps, _grid_matrix(src), _grid_matrix(dst))
-    start, shape, origin = (100, 200), (512, 640), np.array([37.0, 52.0])
+    start, origin = (100, 200), np.array([37.0, 52.0])  # odd shape: cells split unevenly
     cells = cell_affines(imap, start, shape, origin)
-    assert cells is not None and 1 < len(cells) <= 64
+    assert cells is not None
+    boxes, mats = cells
+    assert 1 < len(boxes) == len(mats) <= _CELL_CALLS and mats.shape[1:] == (2, 3)
+    assert min(max(h, w) for _, _, h, w in boxes) < _CELL_MAX  # some cells were split
     cover = np.zeros(shape, int)
     worst = 0.0
-    for r0, c0, h, w, m in cells:
+    for (r0, c0, h, w), m in zip(boxes, mats):
         cover[r0 : r0 + h, c0 : c0 + w] += 1
         i, j = np.mgrid[0:h, 0:w]
         x = m[0, 0] * j + m[0, 1] * i + m[0, 2]  # OpenCV's inverse map: (col, row) of the source
@@ -249,9 +253,36 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound():
         worst = max(worst, float(np.hypot(y.ravel() - exact[:, 0], x.ravel() - exact[:, 1]).max()))
     assert (cover == 1).all()
     assert worst < MAP_TOLERANCE_PX * 1.5
-    assert _position_error(tps, src, dst, seed=4, chunks=(512, 640)).max() < 0.05
+    assert _position_error(tps, src, dst, seed=4, chunks=shape).max() < 0.05
     swirl = Swirl(0.02, 0.05, [STAGE + 5, STAGE + 5], source_frame="EM", target_frame="T")
     assert cell_affines(_IndexMap(swirl, _grid_matrix(src), _grid_matrix(dst)), start, shape, origin) is None
+
+
+@pytest.mark.parametrize("g", [120, 56, 24, 8, 4, 40, 64, 100])
+def test_remap_strips_sample_the_bilinear_node_map(g):
+    """The strip-wise, two-stage upsampling of the coarse map (nodes by g/8, then strips by 8)
+    samples where one bilinear upsampling of the nodes (cv2.resize by g, whole chunk) points,
+    for node spacings of 8 x odd (two stages) and others (one stage), odd chunk shapes and
+    chunks thinner than one strip or one node interval."""
+    from clemlab import _opencv
+    from clemlab.warp import _remap_strips, _upsample, node_positions
+
+    cv2 = _opencv.load()
+    rows, cols = np.mgrid[0:1400, 0:1400].astype(np.float32)
+    border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+    for shape in [(1000, 517), (333, 130), (7, 300)]:
+        gg = min(g, max(shape))
+        r, c = np.meshgrid(node_positions(shape[0], gg), node_positions(shape[1], gg), indexing="ij")
+        nodes = np.stack([0.9 * r + 0.1 * c + 30 + 5 * np.sin(c / 300),
+                          0.95 * c - 0.05 * r + 40 + 4 * np.cos(r / 250)], axis=-1)
+        got = _remap_strips(cv2, np.stack([rows, cols]), nodes, gg, shape, cv2.INTER_LINEAR, border)
+        assert got.shape == (2,) + shape
+        full = np.ascontiguousarray(_upsample(nodes.astype(np.float32), gg, shape)[..., ::-1])
+        for k, plane in enumerate((rows, cols)):
+            ref = cv2.remap(plane, full, None, cv2.INTER_LINEAR, **border)
+            np.testing.assert_allclose(got[k], ref, atol=2e-3, equal_nan=True)
+        # and both sample the map itself to OpenCV's 1/32 px
+        assert np.nanmax(np.abs(got[0] - full[..., 1])) < 1 / 32 + 2e-3
 
 
 def test_nonlinear_warps_match_scipy_reference():
