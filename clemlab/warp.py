@@ -71,7 +71,8 @@ _FOOTPRINT_SIDE = 8192  # default chunks shrink so that footprints stay below th
 #: by g/8 and then by 8 is exact bilinear interpolation (see :func:`_remap_strips`), then 4, 2
 _SPACINGS = (120, 56, 24, 8, 4, 2)
 _SUB = 8  # second-stage upsampling factor of the coarse map (px)
-_STRIP_ROWS = 128  # output rows per remap strip (its map, ~2 MB, stays in cache)
+_STRIP_ROWS = 256  # output rows per remap strip (its map, ~4 MB, stays in cache)
+_PLAN_GROUP = 4  # non-linear maps: chunks are planned in groups of up to 4 x 4 (see _plan)
 _CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
 _CELL_MIN = 32  # smallest cell side (px)
 _CELL_CALLS = 64  # at most this many cells (OpenCV calls) per chunk
@@ -244,29 +245,49 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
     laid out as :func:`node_positions`), the spacing and the error; for spacing 1 the values
     are those of the ``shape`` pixels themselves.
     """
-    spacing = _SPACINGS[0]
-    while True:
-        g = max(1, min(spacing, max(shape)))
-        ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
-        pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
-        if g == 1:
-            vals = (index_map(pts, start) - origin).reshape(ry.size, rx.size, 2)
-            return vals[1 : 1 + shape[0], 1 : 1 + shape[1]], 1, 0.0
-        cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2
-        cpts = np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)
-        both = index_map(np.concatenate([pts, cpts]), start) - origin  # nodes and cell centres at once
-        vals = both[: len(pts)].reshape(ry.size, rx.size, 2)
-        exact = both[len(pts) :].reshape(cy.size, cx.size, 2)
-        interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
-        err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
-        if err <= tol or g <= _SPACINGS[-1]:
-            if err > tol:  # the finest spacing is still too coarse: evaluate every pixel
-                spacing = 1
+    return _plan_nodes(index_map, np.array([[*start, *shape, *origin]], np.float64), tol)[0]
+
+
+def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> list:
+    """:func:`_coarse_nodes` of several chunks ``(n, 6)``: first row, column, rows, columns,
+    origin row, column each; every round of the spacing search evaluates the map once for all."""
+    spacing = {i: _SPACINGS[0] for i in range(len(chunks))}
+    result: list = [None] * len(chunks)
+    while spacing:
+        parts, meta = [], []
+        for i, sp in spacing.items():
+            start, shape = chunks[i, :2], chunks[i, 2:4].astype(int)
+            g = max(1, min(sp, max(shape)))
+            ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
+            pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
+            cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2  # cell centres (none for g = 1)
+            if g > 1:
+                pts = np.concatenate([pts, np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)])
+            parts.append(pts + start)
+            meta.append((i, g, ry.size, rx.size, cy.size, cx.size))
+        both = index_map(np.concatenate(parts), 0)  # absolute output indices: one evaluation per round
+        spacing = {}
+        k = 0
+        for i, g, ny, nx, my, mx in meta:
+            origin = chunks[i, 4:]
+            vals = (both[k : k + ny * nx] - origin).reshape(ny, nx, 2)
+            k += ny * nx
+            if g == 1:
+                shape = chunks[i, 2:4].astype(int)
+                result[i] = (vals[1 : 1 + shape[0], 1 : 1 + shape[1]], 1, 0.0)
                 continue
-            return vals, g, err
-        # bilinear error grows as g^2: jump to the spacing predicted to pass (with 20 % slack)
-        predicted = g * math.sqrt(tol / err) / 1.2
-        spacing = next((c for c in _SPACINGS if c < g and c <= predicted), _SPACINGS[-1])
+            exact = (both[k : k + my * mx] - origin).reshape(my, mx, 2)
+            k += my * mx
+            interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
+            err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
+            if err <= tol:
+                result[i] = (vals, g, err)
+            elif g <= _SPACINGS[-1]:  # the finest spacing is still too coarse: evaluate every pixel
+                spacing[i] = 1
+            else:  # bilinear error grows as g^2: jump to the spacing predicted to pass (20 % slack)
+                predicted = g * math.sqrt(tol / err) / 1.2
+                spacing[i] = next((c for c in _SPACINGS if c < g and c <= predicted), _SPACINGS[-1])
+    return result
 
 
 def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
@@ -389,54 +410,81 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
         to source pixel relative to ``origin``. None if the map cannot be tiled so (or is not
         finite there).
     """
-    n_l = _LATTICE.size
+    return _plan_cells(index_map, np.array([[*start, *shape, *origin]], np.float64), tol)[0]
+
+
+def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> list:
+    """:func:`cell_affines` of several chunks ``(n, 6)`` (as :func:`_plan_nodes`), every quadtree
+    level evaluated once for all of them. Cells are kept in absolute output indices with the
+    index of their chunk (``owner``) and made chunk-relative at the end."""
+    n_l, nchunk = _LATTICE.size, len(chunks)
     side = max(_CELL_MAX, _CELL_MIN)
-    floor = max(_CELL_MIN, math.sqrt(shape[0] * shape[1] / _CELL_CALLS))  # smallest side within budget
-    r0 = np.arange(0, shape[0], side, dtype=np.float64)
-    c0 = np.arange(0, shape[1], side, dtype=np.float64)
-    h, w = np.minimum(side, shape[0] - r0), np.minimum(side, shape[1] - c0)
-    # top level: the cells' lattices form one grid (neighbours share their common edge)
-    ry = np.append(_cell_lattice(r0, h)[:, :-1], shape[0])
-    cx = np.append(_cell_lattice(c0, w)[:, :-1], shape[1])
-    grid = (index_map(np.stack(np.meshgrid(ry, cx, indexing="ij"), -1).reshape(-1, 2), start)
-            - origin).reshape(ry.size, cx.size, 2)
-    win = np.lib.stride_tricks.sliding_window_view(grid, (n_l, n_l), axis=(0, 1))[:: n_l - 1, :: n_l - 1]
-    vals = np.moveaxis(win, 2, -1).reshape(-1, n_l * n_l, 2)
-    boxes = np.stack(np.broadcast_arrays(r0[:, None], c0[None, :], h[:, None], w[None, :]), -1).reshape(-1, 4)
-    done_boxes, done_mats = [], []
-    ncells = 0
-    while True:
+    origins = chunks[:, 4:]
+    floors = np.maximum(_CELL_MIN, np.sqrt(chunks[:, 2] * chunks[:, 3] / _CELL_CALLS))  # smallest side within budget
+    parts, grids, boxes, owner = [], [], [], []
+    for i, (r, c, hh, ww) in enumerate(chunks[:, :4]):
+        # top level: a chunk's cell lattices form one grid (neighbours share their common edge)
+        r0, c0 = np.arange(r, r + hh, side), np.arange(c, c + ww, side)
+        h, w = np.minimum(side, r + hh - r0), np.minimum(side, c + ww - c0)
+        ry = np.append(_cell_lattice(r0, h)[:, :-1], r + hh)
+        cx = np.append(_cell_lattice(c0, w)[:, :-1], c + ww)
+        parts.append(np.stack(np.meshgrid(ry, cx, indexing="ij"), -1).reshape(-1, 2))
+        grids.append((ry.size, cx.size))
+        boxes.append(np.stack(np.broadcast_arrays(r0[:, None], c0[None, :], h[:, None], w[None, :]), -1).reshape(-1, 4))
+        owner.append(np.full(len(boxes[-1]), i))
+    evaluated = index_map(np.concatenate(parts), 0)
+    vals, k = [], 0
+    for i, (ny, nx) in enumerate(grids):
+        grid = (evaluated[k : k + ny * nx] - origins[i]).reshape(ny, nx, 2)
+        k += ny * nx
+        win = np.lib.stride_tricks.sliding_window_view(grid, (n_l, n_l), axis=(0, 1))[:: n_l - 1, :: n_l - 1]
+        vals.append(np.moveaxis(win, 2, -1).reshape(-1, n_l * n_l, 2))
+    boxes, vals, owner = np.concatenate(boxes), np.concatenate(vals), np.concatenate(owner)
+    done_boxes, done_mats, done_owner = [], [], []
+    ncells = np.zeros(nchunk, np.int64)
+    refused = np.zeros(nchunk, bool)
+    while len(boxes):
         coef = _LATTICE_PINV @ vals  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
         resid = vals - _LATTICE_DESIGN @ coef
         err = np.sqrt((resid**2).sum(axis=-1)).max(axis=1)
         ok = err <= tol  # NaN fails too
         if ok.any():
-            b, k = boxes[ok], coef[ok]
+            b, kk = boxes[ok], coef[ok]
             m = np.empty((len(b), 2, 3))
-            m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = k[:, 1, 1] / b[:, 3], k[:, 0, 1] / b[:, 2], k[:, 2, 1]
-            m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = k[:, 1, 0] / b[:, 3], k[:, 0, 0] / b[:, 2], k[:, 2, 0]
+            m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = kk[:, 1, 1] / b[:, 3], kk[:, 0, 1] / b[:, 2], kk[:, 2, 1]
+            m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = kk[:, 1, 0] / b[:, 3], kk[:, 0, 0] / b[:, 2], kk[:, 2, 0]
             done_boxes.append(b)
             done_mats.append(m)
-            ncells += len(b)
+            done_owner.append(owner[ok])
+            ncells += np.bincount(owner[ok], minlength=nchunk)
         bad = ~ok
         if not bad.any():
             break
-        big = boxes[bad, 2:].max(axis=1)
-        e = err[bad]
+        who, big, e = owner[bad], boxes[bad, 2:].max(axis=1), err[bad]
         # cells of the smallest size, hopeless deviations (side² scaling down to the smallest
         # side the cell budget allows, 2x slack), NaN, or more cells than OpenCV calls pay
         # off: the chunk goes to cv2.remap
-        if (np.any(big <= _CELL_MIN) or np.any(~(e * (floor / big) ** 2 <= 2 * tol))
-                or ncells + 4 * len(e) > _CELL_CALLS):
-            return None
-        boxes, vals = _split_cells(index_map, start, origin, boxes[bad], vals[bad])
-    boxes = np.concatenate(done_boxes)
-    return boxes.astype(np.int64).tolist(), np.concatenate(done_mats)
+        hopeless = (big <= _CELL_MIN) | ~(e * (floors[who] / big) ** 2 <= 2 * tol)
+        refused[who[hopeless]] = True
+        refused |= ncells + 4 * np.bincount(who, minlength=nchunk) > _CELL_CALLS
+        keep = bad & ~refused[owner]
+        if not keep.any():
+            break
+        boxes, vals, owner = _split_cells(index_map, origins, boxes[keep], vals[keep], owner[keep])
+    result: list = [None] * nchunk
+    if done_boxes:
+        b, m, o = np.concatenate(done_boxes), np.concatenate(done_mats), np.concatenate(done_owner)
+        for i in np.flatnonzero(~refused):
+            sel = o == i
+            rel = b[sel] - np.r_[chunks[i, :2], 0, 0]
+            result[i] = (rel.astype(np.int64).tolist(), m[sel])
+    return result
 
 
-def _split_cells(index_map: _IndexMap, start: tuple[int, int], origin: np.ndarray, boxes: np.ndarray,
-                 vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quadtree children of cells ``boxes`` (n, 4) with their lattice values ``vals`` (n, L², 2).
+def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, vals: np.ndarray,
+                 owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quadtree children of cells ``boxes`` (n, 4; absolute first row, column, height, width) with
+    their lattice values ``vals`` (n, L², 2) and chunk indices ``owner`` (n,) into ``origins``.
 
     The children's lattices make a (2L - 1)² grid per parent whose even rows and columns are
     the parent's lattice where the split is exact (even sides); only the other points are
@@ -456,16 +504,33 @@ def _split_cells(index_map: _IndexMap, start: tuple[int, int], origin: np.ndarra
     need[np.ix_(h % 2 == 1, np.arange(2, n_g - 1, 2), np.arange(0, n_g, 2))] = True
     need[np.ix_(w % 2 == 1, np.arange(0, n_g, 2), np.arange(2, n_g - 1, 2))] = True
     pts = np.stack(np.broadcast_arrays(rows[:, :, None], cols[:, None, :]), -1)[need]
-    g[need] = index_map(pts, start) - origin
+    g[need] = index_map(pts, 0) - np.broadcast_to(origins[owner][:, None, None, :], g.shape)[need]
     kids_boxes, kids_vals = [], []
     lo, hi = slice(0, n_l), slice(n_l - 1, n_g)
     for dr, hh, sr in ((0, h2, lo), (h2, h - h2, hi)):
         for dc, ww, sc in ((0, w2, lo), (w2, w - w2, hi)):
             kids_boxes.append(np.stack([r0 + dr, c0 + dc, hh, ww], axis=1))
             kids_vals.append(g[:, sr, sc].reshape(n, n_l * n_l, 2))
-    kb, kv = np.concatenate(kids_boxes), np.concatenate(kids_vals)
+    kb, kv, ko = np.concatenate(kids_boxes), np.concatenate(kids_vals), np.tile(owner, 4)
     keep = (kb[:, 2] > 0) & (kb[:, 3] > 0)  # a side of 1 px has one child along it
-    return kb[keep], kv[keep]
+    return kb[keep], kv[keep], ko[keep]
+
+
+def _plan(index_map: _IndexMap, chunks: np.ndarray) -> list:
+    """How each 2-D chunk ``(n, 6)`` (as :func:`_plan_nodes`) of a non-linear map is resampled.
+
+    Per chunk ``("cells", (boxes, matrices))`` (:func:`cell_affines`) or ``("nodes", (values,
+    spacing))`` (:func:`_coarse_nodes`, for :func:`_remap_strips`). Planned for a group of
+    chunks in one task: each step evaluates the map once for the whole group, so the
+    per-call overhead of numpy (which holds the GIL, while OpenCV calls in the other dask
+    thread wait for it) is paid per group, not per chunk.
+    """
+    cells = _plan_cells(index_map, chunks)
+    rest = [i for i, c in enumerate(cells) if c is None]
+    plans: list = [("cells", c) if c is not None else None for c in cells]
+    for i, (vals, g, _) in zip(rest, _plan_nodes(index_map, chunks[rest])):
+        plans[i] = ("nodes", (vals, g))
+    return plans
 
 
 def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray], shape: tuple[int, int], interp: int,
@@ -487,10 +552,11 @@ def _into(got: np.ndarray, view: np.ndarray) -> None:
         view[...] = got
 
 
-def _warp_task(blocks: list, spec: dict) -> np.ndarray:
-    """Resample one output chunk from the source blocks covering its footprint."""
+def _warp_task(blocks: list, spec: dict, plans: list | None = None) -> np.ndarray:
+    """Resample one output chunk from the source blocks covering its footprint (with its group's
+    :func:`_plan` for non-linear maps)."""
     src = _assemble(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"])
-    return _resample(src, spec)
+    return _resample(src, spec, None if plans is None else plans[spec["plan_index"]])
 
 
 def _swap_matrix() -> np.ndarray:
@@ -501,15 +567,17 @@ def _swap_matrix() -> np.ndarray:
 
 
 def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple,
-                   lo: np.ndarray, order: int, fill: float) -> np.ndarray:
+                   lo: np.ndarray, order: int, fill: float, plan: tuple | None = None) -> np.ndarray:
     """OpenCV resampling of each plane of ``flat`` (P, rows, cols) onto one output chunk (P, rows, cols)."""
     interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
-        cells = cell_affines(imap, start, shape, lo)
-        if cells is not None:  # smooth enough to be affine, cell by cell, within the tolerance
-            return _warp_cells(cv2, flat, cells, shape, interp, border)
-        nodes, g, _ = _coarse_nodes(imap, start, shape, lo)
+        if plan is None:
+            plan = _plan(imap, np.array([[*start, *shape, *lo]], np.float64))[0]
+        kind, data = plan
+        if kind == "cells":  # smooth enough to be affine, cell by cell, within the tolerance
+            return _warp_cells(cv2, flat, data, shape, interp, border)
+        nodes, g = data
         return _remap_strips(cv2, flat, nodes, g, shape, interp, border)
     # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV
     m = _shift(-lo) @ imap.matrix @ _shift(np.asarray(start, np.float64))
@@ -526,7 +594,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     return out
 
 
-def _resample(src: np.ndarray, spec: dict) -> np.ndarray:
+def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None) -> np.ndarray:
     imap: _IndexMap = spec["map"]
     start, shape, lo = spec["out_start"], spec["out_shape"], np.asarray(spec["lo"], np.float64)
     order, fill, dtype, method = spec["order"], spec["fill"], spec["dtype"], spec["method"]
@@ -540,7 +608,7 @@ def _resample(src: np.ndarray, spec: dict) -> np.ndarray:
         # so was splitting calls into bands small enough for OpenCV to run them serially);
         # _opencv.load() makes idle pool threads sleep instead of spinning
         cv2 = _opencv.load()
-        out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill)
+        out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill, plan)
     else:
         from scipy import ndimage
 
@@ -614,6 +682,9 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
     hits = 0
     out_starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in out_chunks]
     dense = imap.matrix is None or not imap.affine
+    # non-linear maps through OpenCV: one planning task per group of chunks (see _plan)
+    planned = method == "opencv" and imap.matrix is None
+    groups: dict = {}
     for bidx in itertools.product(*(range(len(c)) for c in out_chunks)):
         start = tuple(int(out_starts[k][i]) for k, i in enumerate(bidx))
         shape = tuple(int(out_chunks[k][i]) for k, i in enumerate(bidx))
@@ -628,6 +699,11 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
         else:  # a projective horizon crosses the chunk: read everything
             lo, hi = [0] * d, list(src_shape)
         empty = any(h <= l for l, h in zip(lo, hi))
+        if planned and not empty:
+            gkey = tuple(i // _PLAN_GROUP for i in bidx)
+            rows = groups.setdefault(gkey, [])
+            plan_key, plan_index = ("plan-" + name,) + gkey, len(rows)
+            rows.append([*start, *shape, *lo])
         for lidx in itertools.product(*(range(len(c)) for c in lead_chunks)):
             lshape = tuple(int(lead_chunks[k][i]) for k, i in enumerate(lidx))
             key = (name,) + lidx + bidx
@@ -648,8 +724,14 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
                 starts.append(tuple(int(bounds[k][i]) for k, i in enumerate(sidx)))
             spec = dict(starts=starts, lo=tuple(lo), hi=tuple(hi), nlead=nlead, map=imap, out_start=start,
                         out_shape=shape, order=order, fill=fill, dtype=dtype, method=method)
-            layer[key] = (_warp_task, keys, spec)
+            if planned:
+                spec["plan_index"] = plan_index
+                layer[key] = (_warp_task, keys, spec, plan_key)
+            else:
+                layer[key] = (_warp_task, keys, spec)
         hits += not empty
+    for gkey, rows in groups.items():
+        layer[("plan-" + name,) + gkey] = (_plan, imap, np.array(rows, np.float64))
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[src_data] if hits else [])
     return da.Array(graph, name, lead_chunks + tuple(out_chunks), dtype=dtype), hits
 

@@ -309,6 +309,45 @@ def test_nonlinear_warps_match_scipy_reference():
         assert _position_error(tf, src, dst, seed=2).max() < 0.05
 
 
+def test_nonlinear_chunks_are_planned_once_per_group(monkeypatch):
+    """Non-linear maps: one planning task per group of up to _PLAN_GROUP² chunks, shared by
+    every channel chunk; each chunk's pixels equal resampling it with a plan of its own."""
+    import sys
+
+    W = sys.modules["clemlab.warp"]  # the module (clemlab.warp is the function)
+    calls = []
+    plan = W._plan
+    monkeypatch.setattr(W, "_plan", lambda imap, chunks: calls.append(len(chunks)) or plan(imap, chunks))
+    src = source(np.uint8)
+    lm = cl.as_image(np.stack([src.values, 255 - src.values]), pixel_size=src.clem.pixel_size["x"],
+                     origin=(float(src.y[0]), float(src.x[0])), channels=["a", "b"], modality="EM")
+    dst = target()
+    rng = np.random.default_rng(3)
+    lo = np.array([float(src.x[0]), float(src.y[0])])
+    pts = lo - 4.3 + rng.uniform(0, 10, (20, 2))
+    tps = T.ThinPlateSpline.from_estimate(pts, _center_on(TRANSFORMS["rotation+scale"], src, dst)(pts)
+                                          + rng.normal(0, 0.01, (20, 2)), bigwarp=True,
+                                          source_frame="EM", target_frame="TGT")
+    data = da.from_array(lm.values, chunks=(1, 64, 64))
+    out = cl.warp(lm.copy(data=data), tps, like=dst, chunks=(40, 48))
+    graph = dict(out.data.__dask_graph__())
+    plans = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("plan-")]
+    nby, nbx = (len(c) for c in out.data.chunks[1:])
+    g = W._PLAN_GROUP
+    assert nby > g and nbx > g and len(plans) == -(-nby // g) * -(-nbx // g)
+    got = out.values
+    assert len(calls) == len(plans) and sum(calls) <= nby * nbx  # planned once for both channels
+    for key, task in graph.items():
+        if key[0] != out.data.name or task[0] is not W._warp_task:
+            continue
+        spec = task[2]
+        (y0, y1), (x0, x1) = ((a, b) for a, b in zip(spec["lo"], spec["hi"]))
+        c = key[1]
+        alone = W._resample(lm.values[c : c + 1, y0:y1, x0:x1], spec)  # planned by itself
+        (r, cc), (h, w) = spec["out_start"], spec["out_shape"]
+        np.testing.assert_array_equal(got[c : c + 1, r : r + h, cc : cc + w], alone)
+
+
 def test_entirely_outside_warns_and_fills():
     src = source(np.uint8)
     far = T.Translation([1000.0, 0.0], source_frame="EM", target_frame="TGT")
