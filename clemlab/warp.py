@@ -685,10 +685,22 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
     # non-linear maps through OpenCV: one planning task per group of chunks (see _plan)
     planned = method == "opencv" and imap.matrix is None
     groups: dict = {}
-    for bidx in itertools.product(*(range(len(c)) for c in out_chunks)):
+    blocks = list(itertools.product(*(range(len(c)) for c in out_chunks)))
+    # every chunk's footprint samples mapped in one evaluation (one call per chunk costs more
+    # than the samples themselves for a spline)
+    by_shape: dict = {}  # chunks of one shape share their samples
+    samples = []
+    for bidx in blocks:
+        sh = tuple(int(out_chunks[k][i]) for k, i in enumerate(bidx))
+        if sh not in by_shape:
+            by_shape[sh] = _box_samples(sh, dense)
+        samples.append(by_shape[sh])
+    mapped = imap(np.concatenate([sm + [out_starts[k][i] for k, i in enumerate(bidx)]
+                                  for sm, bidx in zip(samples, blocks)]), 0)
+    ends = np.cumsum([len(sm) for sm in samples])
+    for bidx, pts in zip(blocks, np.split(mapped, ends[:-1])):
         start = tuple(int(out_starts[k][i]) for k, i in enumerate(bidx))
         shape = tuple(int(out_chunks[k][i]) for k, i in enumerate(bidx))
-        pts = imap(_box_samples(shape, dense), start)
         lo_f, hi_f = pts.min(axis=0), pts.max(axis=0)
         extra = 0.0
         if imap.matrix is None:  # curvature between samples: 4 px plus 2 % of the span
