@@ -8,7 +8,9 @@ inverse, so users never choose a direction.
 The engine builds one dask task per output chunk. At graph-construction time each chunk's
 footprint (its corners for affine maps, a dense sample of its boundary and interior for
 others) is mapped through the inverse transform; the task then receives only the source
-chunks that cover that footprint, assembles them and resamples:
+chunks that cover that footprint, assembles them and resamples. Non-linear maps resampled by
+OpenCV get one more task per group of 4 x 4 output chunks that plans them (:func:`_plan`:
+affine cells or coarse nodes, below), shared by all channels:
 
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
   ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix). Non-linear
