@@ -239,6 +239,12 @@ def _upsample(nodes: np.ndarray, spacing: int, shape: tuple[int, int]) -> np.nda
     return full[spacing : spacing + shape[0], spacing : spacing + shape[1]]
 
 
+def _chunk_rows(*chunks: tuple) -> np.ndarray:
+    """Chunks ``(start, shape, origin)`` of a 2-D output as the rows ``(n, 6)`` the planners take:
+    first row, column, rows, columns, and the source origin row, column subtracted from the map."""
+    return np.array([[*start, *shape, *origin] for start, shape, origin in chunks], np.float64)
+
+
 def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
                   origin: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> tuple[np.ndarray, int, float]:
     """Exact source indices at the coarse nodes of a 2-D chunk (see :func:`coarse_map`).
@@ -247,12 +253,12 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
     laid out as :func:`node_positions`), the spacing and the error; for spacing 1 the values
     are those of the ``shape`` pixels themselves.
     """
-    return _plan_nodes(index_map, np.array([[*start, *shape, *origin]], np.float64), tol)[0]
+    return _plan_nodes(index_map, _chunk_rows((start, shape, origin)), tol)[0]
 
 
 def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> list:
-    """:func:`_coarse_nodes` of several chunks ``(n, 6)``: first row, column, rows, columns,
-    origin row, column each; every round of the spacing search evaluates the map once for all."""
+    """:func:`_coarse_nodes` of several chunks (rows of :func:`_chunk_rows`); every round of the
+    spacing search evaluates the map once for all of them."""
     spacing = {i: _SPACINGS[0] for i in range(len(chunks))}
     result: list = [None] * len(chunks)
     while spacing:
@@ -262,8 +268,9 @@ def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLER
             g = max(1, min(sp, max(shape)))
             ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
             pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
-            cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2  # cell centres (none for g = 1)
+            cy = cx = np.empty(0)  # cell centres, where the nodes are checked (g = 1: every pixel, exact)
             if g > 1:
+                cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2
                 pts = np.concatenate([pts, np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)])
             parts.append(pts + start)
             meta.append((i, g, ry.size, rx.size, cy.size, cx.size))
@@ -412,11 +419,11 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
         to source pixel relative to ``origin``. None if the map cannot be tiled so (or is not
         finite there).
     """
-    return _plan_cells(index_map, np.array([[*start, *shape, *origin]], np.float64), tol)[0]
+    return _plan_cells(index_map, _chunk_rows((start, shape, origin)), tol)[0]
 
 
 def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> list:
-    """:func:`cell_affines` of several chunks ``(n, 6)`` (as :func:`_plan_nodes`), every quadtree
+    """:func:`cell_affines` of several chunks (rows of :func:`_chunk_rows`), every quadtree
     level evaluated once for all of them. Cells are kept in absolute output indices with the
     index of their chunk (``owner``) and made chunk-relative at the end."""
     n_l, nchunk = _LATTICE.size, len(chunks)
@@ -519,7 +526,7 @@ def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, v
 
 
 def _plan(index_map: _IndexMap, chunks: np.ndarray) -> list:
-    """How each 2-D chunk ``(n, 6)`` (as :func:`_plan_nodes`) of a non-linear map is resampled.
+    """How each 2-D chunk (rows of :func:`_chunk_rows`) of a non-linear map is resampled.
 
     Per chunk ``("cells", (boxes, matrices))`` (:func:`cell_affines`) or ``("nodes", (values,
     spacing))`` (:func:`_coarse_nodes`, for :func:`_remap_strips`). Planned for a group of
@@ -575,7 +582,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
         if plan is None:
-            plan = _plan(imap, np.array([[*start, *shape, *lo]], np.float64))[0]
+            plan = _plan(imap, _chunk_rows((start, shape, lo)))[0]
         kind, data = plan
         if kind == "cells":  # smooth enough to be affine, cell by cell, within the tolerance
             return _warp_cells(cv2, flat, data, shape, interp, border)
@@ -717,7 +724,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
             gkey = tuple(i // _PLAN_GROUP for i in bidx)
             rows = groups.setdefault(gkey, [])
             plan_key, plan_index = ("plan-" + name,) + gkey, len(rows)
-            rows.append([*start, *shape, *lo])
+            rows.append((start, shape, lo))
         for lidx in itertools.product(*(range(len(c)) for c in lead_chunks)):
             lshape = tuple(int(lead_chunks[k][i]) for k, i in enumerate(lidx))
             key = (name,) + lidx + bidx
@@ -745,7 +752,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
                 layer[key] = (_warp_task, keys, spec)
         hits += not empty
     for gkey, rows in groups.items():
-        layer[("plan-" + name,) + gkey] = (_plan, imap, np.array(rows, np.float64))
+        layer[("plan-" + name,) + gkey] = (_plan, imap, _chunk_rows(*rows))
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[src_data] if hits else [])
     return da.Array(graph, name, lead_chunks + tuple(out_chunks), dtype=dtype), hits
 
