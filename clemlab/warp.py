@@ -15,17 +15,23 @@ affine cells or coarse nodes, below), shared by all channels:
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
   ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix). Non-linear
   maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (a
-  quadtree from 512 px, at most 64 cells) on which the map is affine to within
-  :data:`MAP_TOLERANCE_PX` = 0.025 px, checked on a 5 x 5 lattice per cell, and resampled
-  with one ``cv2.warpAffine`` per cell (:func:`cell_affines`; single-threaded, 16 cells of a
-  2048² chunk took 6.3 ms against 5.7 ms for one affine warp and 7.7 ms for ``cv2.remap``;
-  more cells cost more than they save, as every OpenCV call hands the GIL to the other dask
-  thread). Where that fails, the map is evaluated exactly on a coarse node grid and
-  bilinearly upsampled for ``cv2.remap``, a strip of rows at a time so the full-resolution
-  map never exists (:func:`_remap_strips`); the node spacing (120 px at most) shrinks until
-  the deviation at every cell centre (where bilinear interpolation errs most for smooth maps)
-  is below 0.025 px. OpenCV samples at 1/32 px, so sampled positions sit within
-  0.025 + 1/64·√2 < 0.05 px of the exact transform (tested for both paths).
+  quadtree from 512 px, at most 128 cells) on which the map is affine to within
+  :func:`map_tolerance`, checked on a 5 x 5 lattice per cell, and resampled with one
+  ``cv2.warpAffine`` per cell (:func:`cell_affines`). Where that fails, the map is evaluated
+  exactly on a coarse node grid and bilinearly upsampled for ``cv2.remap``, a strip of rows
+  at a time so the full-resolution map never exists (:func:`_remap_strips`); the node
+  spacing (120 px at most) shrinks until the deviation at every cell centre (where bilinear
+  interpolation errs most for smooth maps) is within the tolerance. Measured with OpenCV 5.1,
+  single-threaded, per 2048² uint8 chunk of ``benchmarks/bench_warp.py``'s spline: one
+  affine warp 5.8 ms, its cells (~70) 8.4 ms, the remap path 12.2 ms (its map alone is
+  8 bytes per pixel, written and read again). Budgets of 128, 256 and 1,024 cells per chunk
+  warped that spline alike with two dask threads (each OpenCV call hands the GIL over).
+  Sampled positions sit within :data:`POSITION_BOUND_PX` = 0.05 px of the exact transform:
+  the tolerance is what is left of it after OpenCV's own sampling error, measured once per
+  dtype (:func:`clemlab._opencv.sampling_error`: 0 for uint8, uint16 and float32 in
+  OpenCV 5.1, which interpolate at the exact position, so the tolerance is 0.04 px; 1/64 px
+  per axis for 1/32-px tables, which leave 0.0249 px), and after float32 rounding (tested
+  for both paths).
 - everything else (float64 and other dtypes, order >= 2, 3-D): ``scipy.ndimage`` on the same
   footprint, with exact float64 coordinates.
 
@@ -59,11 +65,13 @@ from . import transforms as _tf
 from .errors import ImageError
 from .image import as_image, check_image
 
-__all__ = ["warp", "correlate", "stack_channels", "MAP_TOLERANCE_PX", "DEFAULT_CHUNK"]
+__all__ = ["warp", "correlate", "stack_channels", "map_tolerance", "POSITION_BOUND_PX", "DEFAULT_CHUNK"]
 
-#: Largest error (px) allowed between the coarse-grid interpolated map and the exact
-#: transform at any cell centre; cv2.remap's 1/32 px sampling comes on top (< 0.05 px total).
-MAP_TOLERANCE_PX = 0.025
+#: Bound (px) on the distance between the source position a warp through OpenCV or scipy
+#: samples for an output pixel and the exact transform's (non-linear maps; see map_tolerance).
+POSITION_BOUND_PX = 0.05
+_FLOAT32_PX = 0.003  # float32 maps and matrices over footprints up to 32767 px: < 0.002 px
+_MAP_TOLERANCE_MAX = 0.04  # a fifth of the bound kept for deviations between the points checked
 #: Default output chunk side per spatial dim (2-D, 3-D).
 DEFAULT_CHUNK = {2: 2048, 3: 128}
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
@@ -77,7 +85,7 @@ _STRIP_ROWS = 256  # output rows per remap strip (its map, ~4 MB, stays in cache
 _PLAN_GROUP = 4  # non-linear maps: chunks are planned in groups of up to 4 x 4 (see _plan)
 _CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
 _CELL_MIN = 32  # smallest cell side (px)
-_CELL_CALLS = 64  # at most this many cells (OpenCV calls) per chunk
+_CELL_CALLS = 128  # at most this many cells (OpenCV calls) per chunk
 # a cell's 5 x 5 lattice in normalised coordinates (row, col in 0, 1/4, .., 1) and its
 # least-squares affine fit (pseudo-inverse of the design matrix [u_row, u_col, 1])
 _LATTICE = np.linspace(0.0, 1.0, 5)
@@ -110,6 +118,30 @@ def _scratch(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         buf = np.empty(max(n, 1), np.uint8)
         setattr(_SCRATCH, key, buf)
     return buf[:n].view(dtype).reshape(shape)
+
+
+def map_tolerance(dtype: Any = None) -> float:
+    """Largest deviation (px) allowed between a non-linear map as resampled (bilinear between
+    coarse nodes, or affine per cell) and the exact transform.
+
+    What is left of :data:`POSITION_BOUND_PX` (0.05 px) once OpenCV's sampling error for
+    ``dtype`` (sqrt(2) x :func:`clemlab._opencv.sampling_error`, measured on the installed
+    OpenCV) and 0.003 px for float32 coordinates are taken off, and at most 0.04 px. With
+    OpenCV 5.1: 0.04 px for uint8, uint16 and float32, whose kernels sample at the exact
+    position, 0.0249 px for int16, sampled to 1/32 px.
+
+    Parameters
+    ----------
+    dtype : numpy dtype, optional
+        The source dtype OpenCV resamples; None for exact sampling (scipy).
+
+    Returns
+    -------
+    float
+        Tolerance in source pixels.
+    """
+    sampling = 0.0 if dtype is None else math.sqrt(2) * _opencv.sampling_error(np.dtype(dtype))
+    return min(_MAP_TOLERANCE_MAX, POSITION_BOUND_PX - _FLOAT32_PX - sampling)
 
 
 def _as_transform(transform: Any) -> _tf.Transform:
@@ -246,7 +278,7 @@ def _chunk_rows(*chunks: tuple) -> np.ndarray:
 
 
 def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
-                  origin: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> tuple[np.ndarray, int, float]:
+                  origin: np.ndarray, tol: float) -> tuple[np.ndarray, int, float]:
     """Exact source indices at the coarse nodes of a 2-D chunk (see :func:`coarse_map`).
 
     Returns the node values ``(my, mx, 2)`` (source ``(row, col)`` minus ``origin``, float64,
@@ -256,7 +288,7 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
     return _plan_nodes(index_map, _chunk_rows((start, shape, origin)), tol)[0]
 
 
-def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> list:
+def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     """:func:`_coarse_nodes` of several chunks (rows of :func:`_chunk_rows`); every round of the
     spacing search evaluates the map once for all of them."""
     spacing = {i: _SPACINGS[0] for i in range(len(chunks))}
@@ -301,7 +333,7 @@ def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLER
 
 def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int],
                origin: np.ndarray, dtype: Any = np.float32,
-               tol: float = MAP_TOLERANCE_PX) -> tuple[np.ndarray, int, float]:
+               tol: float | None = None) -> tuple[np.ndarray, int, float]:
     """Source indices of every pixel of a 2-D output chunk from a coarse grid of exact values.
 
     Parameters
@@ -315,8 +347,9 @@ def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, i
         chunk-relative and small enough for float32.
     dtype : numpy dtype
         float32 for ``cv2.remap``, float64 for scipy.
-    tol : float
-        Maximum deviation (px) allowed at cell centres.
+    tol : float, optional
+        Maximum deviation (px) allowed at cell centres; default :func:`map_tolerance` for
+        exact sampling (give ``map_tolerance(dtype)`` for the dtype ``cv2.remap`` samples).
 
     Returns
     -------
@@ -327,7 +360,7 @@ def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, i
     err : float
         Largest deviation found at cell centres (px).
     """
-    vals, g, err = _coarse_nodes(index_map, start, shape, origin, tol)
+    vals, g, err = _coarse_nodes(index_map, start, shape, origin, map_tolerance() if tol is None else tol)
     if g == 1:
         return vals.astype(dtype), 1, err
     return _upsample(vals.astype(dtype), g, shape), g, err
@@ -385,7 +418,7 @@ def _cell_lattice(r0: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int], origin: np.ndarray,
-                 tol: float = MAP_TOLERANCE_PX) -> tuple[list, np.ndarray] | None:
+                 tol: float | None = None) -> tuple[list, np.ndarray] | None:
     """Tile a 2-D output chunk with cells on each of which a non-linear map is affine within ``tol``.
 
     Cells start at :data:`_CELL_MAX` px and are split in four (a quadtree) while the map
@@ -394,8 +427,8 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
     children share the parent's points and their common edges (a 9 x 9 grid), so each split
     evaluates the map at 56 new points. Splitting stops, and the chunk is refused, when a cell
     of the smallest size still deviates, when the chunk would need more than
-    :data:`_CELL_CALLS` cells (each is one OpenCV call, and each call hands the GIL over:
-    with two dask threads, 10,000 calls per 16384² warp cost more than ``cv2.remap``), or when
+    :data:`_CELL_CALLS` cells (each is one OpenCV call, and each call hands the GIL over to
+    the other dask thread), or when
     a deviation scaled by side² down to the smallest side that budget allows would still
     exceed 2 ``tol`` (a smooth map's deviation from affine shrinks ~ side²).
 
@@ -407,8 +440,9 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
         First output index ``(row, col)`` and size of the chunk.
     origin : numpy.ndarray, shape (2,)
         Subtracted from the source indices (the footprint's first pixel).
-    tol : float
-        Largest deviation allowed (px).
+    tol : float, optional
+        Largest deviation allowed (px); default :func:`map_tolerance` for exact sampling
+        (give ``map_tolerance(dtype)`` for the dtype ``cv2.warpAffine`` samples).
 
     Returns
     -------
@@ -419,10 +453,10 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
         to source pixel relative to ``origin``. None if the map cannot be tiled so (or is not
         finite there).
     """
-    return _plan_cells(index_map, _chunk_rows((start, shape, origin)), tol)[0]
+    return _plan_cells(index_map, _chunk_rows((start, shape, origin)), map_tolerance() if tol is None else tol)[0]
 
 
-def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float = MAP_TOLERANCE_PX) -> list:
+def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     """:func:`cell_affines` of several chunks (rows of :func:`_chunk_rows`), every quadtree
     level evaluated once for all of them. Cells are kept in absolute output indices with the
     index of their chunk (``owner``) and made chunk-relative at the end."""
@@ -525,7 +559,7 @@ def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, v
     return kb[keep], kv[keep], ko[keep]
 
 
-def _plan(index_map: _IndexMap, chunks: np.ndarray) -> list:
+def _plan(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     """How each 2-D chunk (rows of :func:`_chunk_rows`) of a non-linear map is resampled.
 
     Per chunk ``("cells", (boxes, matrices))`` (:func:`cell_affines`) or ``("nodes", (values,
@@ -534,10 +568,10 @@ def _plan(index_map: _IndexMap, chunks: np.ndarray) -> list:
     per-call overhead of numpy (which holds the GIL, while OpenCV calls in the other dask
     thread wait for it) is paid per group, not per chunk.
     """
-    cells = _plan_cells(index_map, chunks)
+    cells = _plan_cells(index_map, chunks, tol)
     rest = [i for i, c in enumerate(cells) if c is None]
     plans: list = [("cells", c) if c is not None else None for c in cells]
-    for i, (vals, g, _) in zip(rest, _plan_nodes(index_map, chunks[rest])):
+    for i, (vals, g, _) in zip(rest, _plan_nodes(index_map, chunks[rest], tol)):
         plans[i] = ("nodes", (vals, g))
     return plans
 
@@ -582,7 +616,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
         if plan is None:
-            plan = _plan(imap, _chunk_rows((start, shape, lo)))[0]
+            plan = _plan(imap, _chunk_rows((start, shape, lo)), map_tolerance(flat.dtype))[0]
         kind, data = plan
         if kind == "cells":  # smooth enough to be affine, cell by cell, within the tolerance
             return _warp_cells(cv2, flat, data, shape, interp, border)
@@ -693,6 +727,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
     dense = imap.matrix is None or not imap.affine
     # non-linear maps through OpenCV: one planning task per group of chunks (see _plan)
     planned = method == "opencv" and imap.matrix is None
+    tol = map_tolerance(src_data.dtype) if planned else None  # for the source dtype OpenCV samples
     groups: dict = {}
     blocks = list(itertools.product(*(range(len(c)) for c in out_chunks)))
     # every chunk's footprint samples mapped in one evaluation (one call per chunk costs more
@@ -752,7 +787,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
                 layer[key] = (_warp_task, keys, spec)
         hits += not empty
     for gkey, rows in groups.items():
-        layer[("plan-" + name,) + gkey] = (_plan, imap, _chunk_rows(*rows))
+        layer[("plan-" + name,) + gkey] = (_plan, imap, _chunk_rows(*rows), tol)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[src_data] if hits else [])
     return da.Array(graph, name, lead_chunks + tuple(out_chunks), dtype=dtype), hits
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 import clemlab as cl
 from clemlab import transforms as T
 from clemlab.errors import ImageError
-from clemlab.warp import MAP_TOLERANCE_PX, coarse_map
+from clemlab.warp import POSITION_BOUND_PX, coarse_map, map_tolerance
 
 
 class CountingArray:
@@ -197,16 +197,16 @@ def test_nonlinear_map_within_bound_of_exact_evaluation():
     dst = cl.as_image(np.zeros((300, 330), np.uint8), pixel_size=0.012, origin=(STAGE + 0.5, STAGE + 0.6), modality="T")
     tf = Swirl(0.15, 0.4, [STAGE + 2, STAGE + 2], source_frame="EM", target_frame="T")
     err = _position_error(tf, src, dst)
-    assert err.max() < 0.05  # the bound stated in clemlab.warp (map 0.025 + remap 1/32 px sampling)
-    # the coarse map itself, against exact evaluation, stays within MAP_TOLERANCE_PX
+    assert err.max() < POSITION_BOUND_PX  # map tolerance + OpenCV's sampling error + float32 rounding
+    # the coarse map itself, against exact evaluation, stays within map_tolerance()
     from clemlab.warp import _IndexMap, _grid_matrix
 
     imap = _IndexMap(tf, _grid_matrix(src), _grid_matrix(dst))
     maps, spacing, est = coarse_map(imap, (40, 50), (150, 170), np.zeros(2), np.float64)
     idx = np.indices((150, 170)).reshape(2, -1).T
     exact = imap(idx, (40, 50)).reshape(150, 170, 2)
-    assert 1 < spacing < 64 and est <= MAP_TOLERANCE_PX
-    assert np.abs(maps - exact).max() < MAP_TOLERANCE_PX * 1.5
+    assert 1 < spacing < 64 and est <= map_tolerance()
+    assert np.abs(maps - exact).max() < map_tolerance() * 1.5
 
 
 @pytest.mark.skipif(not hasattr(T, "ThinPlateSpline"), reason="ThinPlateSpline not in clemlab.transforms")
@@ -217,14 +217,14 @@ def test_tps_50_landmarks_within_bound():
     tps = T.ThinPlateSpline.from_estimate(src_pts, dst_pts, source_frame="EM", target_frame="T")
     src = cl.as_image(np.zeros((400, 400), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
     dst = cl.as_image(np.zeros((300, 300), np.uint8), pixel_size=0.012, origin=(STAGE + 0.5, STAGE + 0.2), modality="T")
-    assert _position_error(tps, src, dst, seed=1).max() < 0.05
+    assert _position_error(tps, src, dst, seed=1).max() < POSITION_BOUND_PX
 
 
 @pytest.mark.parametrize("shape", [(512, 640), (509, 637)])
 def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     """Piecewise-affine path: a TPS over a large field (BigWarp's parameterisation, landmark
     noise 0.02 px: 35 cells of 64-256 px) is tiled by cells that cover the chunk once, each affine to within
-    MAP_TOLERANCE_PX of exact evaluation at every pixel; the warp through it samples within
+    map_tolerance() of exact evaluation at every pixel; the warp through it samples within
     0.05 px; a strong swirl is refused (None) and goes through cv2.remap instead."""
     from clemlab.warp import _CELL_CALLS, _CELL_MAX, _IndexMap, _grid_matrix, cell_affines
 
@@ -252,8 +252,8 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
         exact = imap(np.c_[i.ravel() + r0, j.ravel() + c0], start) - origin
         worst = max(worst, float(np.hypot(y.ravel() - exact[:, 0], x.ravel() - exact[:, 1]).max()))
     assert (cover == 1).all()
-    assert worst < MAP_TOLERANCE_PX * 1.5
-    assert _position_error(tps, src, dst, seed=4, chunks=shape).max() < 0.05
+    assert worst < map_tolerance() * 1.5
+    assert _position_error(tps, src, dst, seed=4, chunks=shape).max() < POSITION_BOUND_PX
     swirl = Swirl(0.02, 0.05, [STAGE + 5, STAGE + 5], source_frame="EM", target_frame="T")
     assert cell_affines(_IndexMap(swirl, _grid_matrix(src), _grid_matrix(dst)), start, shape, origin) is None
 
@@ -306,7 +306,7 @@ def test_nonlinear_warps_match_scipy_reference():
         assert inner.sum() > 0.5 * inner.size
         np.testing.assert_array_less(np.abs(got - ref)[inner], 1.0 + 0.05 * grad)
         assert np.mean(np.abs(got - ref)[inner] <= 1.0) > 0.99
-        assert _position_error(tf, src, dst, seed=2).max() < 0.05
+        assert _position_error(tf, src, dst, seed=2).max() < POSITION_BOUND_PX
 
 
 def test_nonlinear_chunks_are_planned_once_per_group(monkeypatch):
@@ -317,7 +317,7 @@ def test_nonlinear_chunks_are_planned_once_per_group(monkeypatch):
     W = sys.modules["clemlab.warp"]  # the module (clemlab.warp is the function)
     calls = []
     plan = W._plan
-    monkeypatch.setattr(W, "_plan", lambda imap, chunks: calls.append(len(chunks)) or plan(imap, chunks))
+    monkeypatch.setattr(W, "_plan", lambda imap, chunks, tol: calls.append(len(chunks)) or plan(imap, chunks, tol))
     src = source(np.uint8)
     lm = cl.as_image(np.stack([src.values, 255 - src.values]), pixel_size=src.clem.pixel_size["x"],
                      origin=(float(src.y[0]), float(src.x[0])), channels=["a", "b"], modality="EM")
@@ -335,6 +335,7 @@ def test_nonlinear_chunks_are_planned_once_per_group(monkeypatch):
     nby, nbx = (len(c) for c in out.data.chunks[1:])
     g = W._PLAN_GROUP
     assert nby > g and nbx > g and len(plans) == -(-nby // g) * -(-nbx // g)
+    assert all(graph[k][3] == map_tolerance(np.uint8) for k in plans)  # the tolerance of the source dtype
     got = out.values
     assert len(calls) == len(plans) and sum(calls) <= nby * nbx  # planned once for both channels
     for key, task in graph.items():
