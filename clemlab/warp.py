@@ -422,8 +422,10 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
     """Tile a 2-D output chunk with cells on each of which a non-linear map is affine within ``tol``.
 
     Cells start at :data:`_CELL_MAX` px and are split in four (a quadtree) while the map
-    deviates from its least-squares affine fit by more than ``tol`` at any point of a 5 x 5
-    lattice spanning the cell, down to :data:`_CELL_MIN` px. The lattices of a cell's four
+    deviates by more than ``tol`` from its affine fit at any point of a 5 x 5 lattice spanning
+    the cell (least squares, then the offset moved to the middle of the residuals' range
+    along each axis: for the benchmark's spline, 9 chunks instead of 19 left to
+    ``cv2.remap``), down to :data:`_CELL_MIN` px. The lattices of a cell's four
     children share the parent's points and their common edges (a 9 x 9 grid), so each split
     evaluates the map at 56 new points. Splitting stops, and the chunk is refused, when a cell
     of the smallest size still deviates, when the chunk would need more than
@@ -489,6 +491,9 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     while len(boxes):
         coef = _LATTICE_PINV @ vals  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
         resid = vals - _LATTICE_DESIGN @ coef
+        mid = (resid.max(axis=1) + resid.min(axis=1)) / 2  # (n, 2): centre the residual range
+        coef[:, 2] += mid
+        resid -= mid[:, None]
         err = np.sqrt((resid**2).sum(axis=-1)).max(axis=1)
         ok = err <= tol  # NaN fails too
         if ok.any():
