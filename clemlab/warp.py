@@ -70,7 +70,7 @@ __all__ = ["warp", "correlate", "stack_channels", "map_tolerance", "POSITION_BOU
 #: Bound (px) on the distance between the source position a warp through OpenCV or scipy
 #: samples for an output pixel and the exact transform's (non-linear maps; see map_tolerance).
 POSITION_BOUND_PX = 0.05
-_FLOAT32_PX = 0.003  # float32 maps and matrices over footprints up to 32767 px: < 0.002 px
+_FLOAT32_PX = 0.003  # float32 coordinates (a few ulps) in footprints up to _FOOTPRINT_SIDE = 8192 px
 _MAP_TOLERANCE_MAX = 0.04  # a fifth of the bound kept for deviations between the points checked
 #: Default output chunk side per spatial dim (2-D, 3-D).
 DEFAULT_CHUNK = {2: 2048, 3: 128}
