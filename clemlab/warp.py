@@ -15,17 +15,19 @@ affine cells or coarse nodes, below), shared by all channels:
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
   ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix). Non-linear
   maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (a
-  quadtree from 512 px, at most 128 cells) on which the map is affine to within
-  :func:`map_tolerance`, checked on a 5 x 5 lattice per cell, and resampled with one
-  ``cv2.warpAffine`` per cell (:func:`cell_affines`). Where that fails, the map is evaluated
-  exactly on a coarse node grid and bilinearly upsampled for ``cv2.remap``, a strip of rows
-  at a time so the full-resolution map never exists (:func:`_remap_strips`); the node
-  spacing (120 px at most) shrinks until the deviation at every cell centre (where bilinear
-  interpolation errs most for smooth maps) is within the tolerance. Measured with OpenCV 5.1,
-  single-threaded, per 2048² uint8 chunk of ``benchmarks/bench_warp.py``'s spline: one
-  affine warp 5.8 ms, its cells (~70) 8.4 ms, the remap path 12.2 ms (its map alone is
-  8 bytes per pixel, written and read again). Budgets of 128, 256 and 1,024 cells per chunk
-  warped that spline alike with two dask threads (each OpenCV call hands the GIL over).
+  quadtree from 512 px, one OpenCV call per 128² px on average) on which the map is affine
+  to within :func:`map_tolerance`, checked on a 5 x 5 lattice per cell, and resampled with one
+  ``cv2.warpAffine`` per cell (:func:`cell_affines`). Where that fails (near a spline's
+  landmarks, where its curvature peaks), the map is evaluated exactly on a coarse node grid
+  and bilinearly upsampled for ``cv2.remap``, a strip of rows at a time so the
+  full-resolution map never exists (:func:`_remap_strips`): for the boxes the cells leave,
+  or for the whole chunk when they leave more than half of it. The node spacing (120 px at
+  most) shrinks until the deviation at every cell centre (where bilinear interpolation errs
+  most for smooth maps) is within the tolerance. Measured with OpenCV 5.1, single-threaded,
+  per 2048² uint8 chunk of ``benchmarks/bench_warp.py``'s spline: one affine warp 4.2-5.8 ms,
+  its cells (~70) 5.3-8.4 ms, the remap path 12.2 ms (its map alone is 8 bytes per pixel,
+  written and read again). Cells suffer most from a source not in cache (8.8 ms instead of
+  5.4, against 5.1 instead of 4.6 for one affine warp), so they run in raster order.
   Sampled positions sit within :data:`POSITION_BOUND_PX` = 0.05 px of the exact transform:
   the tolerance is what is left of it after OpenCV's own sampling error, measured once per
   dtype (:func:`clemlab._opencv.sampling_error`: 0 for uint8, uint16 and float32 in
@@ -85,7 +87,11 @@ _STRIP_ROWS = 256  # output rows per remap strip (its map, ~4 MB, stays in cache
 _PLAN_GROUP = 4  # non-linear maps: chunks are planned in groups of up to 4 x 4 (see _plan)
 _CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
 _CELL_MIN = 32  # smallest cell side (px)
-_CELL_CALLS = 128  # at most this many cells (OpenCV calls) per chunk
+#: OpenCV calls per chunk for the cells (and regions left to cv2.remap): one per this many
+#: output px on average (256 per 2048² chunk), at least 4. Each call costs ~77 ns per output
+#: row and hands the GIL over to the other dask thread, so small cells cost more per pixel.
+_CELL_AREA = 128 * 128
+_REMAP_SHARE = 0.5  # a chunk whose cells leave more than this share of it to cv2.remap is remapped whole
 # a cell's 5 x 5 lattice in normalised coordinates (row, col in 0, 1/4, .., 1) and its
 # least-squares affine fit (pseudo-inverse of the design matrix [u_row, u_col, 1])
 _LATTICE = np.linspace(0.0, 1.0, 5)
@@ -367,7 +373,7 @@ def coarse_map(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, i
 
 
 def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: tuple[int, int],
-                  interp: int, border: dict) -> np.ndarray:
+                  interp: int, border: dict, out: np.ndarray | None = None) -> np.ndarray:
     """``cv2.remap`` of each plane through the bilinearly upsampled node map, a strip of rows at a time.
 
     The full-resolution map takes 8 bytes per output pixel, 8 times the output of a uint8
@@ -378,9 +384,11 @@ def _remap_strips(cv2: Any, flat: np.ndarray, nodes: np.ndarray, g: int, shape: 
     line of the intermediate grid, so both stages together are exactly the bilinear
     interpolation of the nodes (other ``g``: one stage). A strip costs 8 rows more than it
     gives (one upsampling interval), where upsampling the nodes per strip would cost ``g``
-    rows (2 ``g`` with whole node intervals).
+    rows (2 ``g`` with whole node intervals). Written into ``out`` (planes, rows, cols: a
+    region of a chunk) if given, else into a new chunk.
     """
-    out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
+    if out is None:
+        out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     xy = np.ascontiguousarray(nodes[..., ::-1], dtype=np.float32)  # OpenCV wants (x, y) = (col, row)
     if g == 1:
         for k, pl in enumerate(flat):
@@ -418,21 +426,22 @@ def _cell_lattice(r0: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int], origin: np.ndarray,
-                 tol: float | None = None) -> tuple[list, np.ndarray] | None:
+                 tol: float | None = None) -> tuple[list, np.ndarray, list] | None:
     """Tile a 2-D output chunk with cells on each of which a non-linear map is affine within ``tol``.
 
     Cells start at :data:`_CELL_MAX` px and are split in four (a quadtree) while the map
     deviates by more than ``tol`` from its affine fit at any point of a 5 x 5 lattice spanning
     the cell (least squares, then the offset moved to the middle of the residuals' range
     along each axis: for the benchmark's spline, 9 chunks instead of 19 left to
-    ``cv2.remap``), down to :data:`_CELL_MIN` px. The lattices of a cell's four
+    ``cv2.remap`` before regions were), down to :data:`_CELL_MIN` px. The lattices of a cell's four
     children share the parent's points and their common edges (a 9 x 9 grid), so each split
-    evaluates the map at 56 new points. Splitting stops, and the chunk is refused, when a cell
-    of the smallest size still deviates, when the chunk would need more than
-    :data:`_CELL_CALLS` cells (each is one OpenCV call, and each call hands the GIL over to
-    the other dask thread), or when
-    a deviation scaled by side² down to the smallest side that budget allows would still
-    exceed 2 ``tol`` (a smooth map's deviation from affine shrinks ~ side²).
+    evaluates the map at 56 new points. A cell is not split but left to ``cv2.remap`` when it
+    has the smallest size, when a deviation scaled by side² down to the smallest side the
+    budget allows would still exceed 2 ``tol`` (a smooth map's deviation from affine shrinks
+    ~ side²; near a thin-plate spline's landmark it shrinks more slowly), or when its chunk's
+    splits would take more OpenCV calls than one per :data:`_CELL_AREA` px (each call hands the GIL
+    over to the other dask thread; a chunk's worst cells are the ones left). The chunk is
+    refused when more than :data:`_REMAP_SHARE` of it is left.
 
     Parameters
     ----------
@@ -448,12 +457,13 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
 
     Returns
     -------
-    (boxes, matrices) or None
+    (boxes, matrices, rest) or None
         ``boxes``: list of ``[r0, c0, h, w]`` (chunk-relative first row and column, height,
-        width), covering the chunk once; ``matrices``: ``(n, 2, 3)`` float64, per cell the
-        OpenCV matrix (``WARP_INVERSE_MAP``, ``(x, y)`` order) from cell-relative output pixel
-        to source pixel relative to ``origin``. None if the map cannot be tiled so (or is not
-        finite there).
+        width); ``matrices``: ``(n, 2, 3)`` float64, per cell the OpenCV matrix
+        (``WARP_INVERSE_MAP``, ``(x, y)`` order) from cell-relative output pixel to source
+        pixel relative to ``origin``; ``rest``: boxes ``[r0, c0, h, w]`` left to ``cv2.remap``
+        (those where the map is not finite among them). Cells and rest cover the chunk once.
+        None if the chunk is refused.
     """
     return _plan_cells(index_map, _chunk_rows((start, shape, origin)), map_tolerance() if tol is None else tol)[0]
 
@@ -465,7 +475,9 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     n_l, nchunk = _LATTICE.size, len(chunks)
     side = max(_CELL_MAX, _CELL_MIN)
     origins = chunks[:, 4:]
-    floors = np.maximum(_CELL_MIN, np.sqrt(chunks[:, 2] * chunks[:, 3] / _CELL_CALLS))  # smallest side within budget
+    area = chunks[:, 2] * chunks[:, 3]
+    budget = np.maximum(4, area // _CELL_AREA).astype(np.int64)
+    floors = np.maximum(_CELL_MIN, np.sqrt(area / budget))  # smallest side within budget
     parts, grids, boxes, owner = [], [], [], []
     for i, (r, c, hh, ww) in enumerate(chunks[:, :4]):
         # top level: a chunk's cell lattices form one grid (neighbours share their common edge)
@@ -485,9 +497,8 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
         win = np.lib.stride_tricks.sliding_window_view(grid, (n_l, n_l), axis=(0, 1))[:: n_l - 1, :: n_l - 1]
         vals.append(np.moveaxis(win, 2, -1).reshape(-1, n_l * n_l, 2))
     boxes, vals, owner = np.concatenate(boxes), np.concatenate(vals), np.concatenate(owner)
-    done_boxes, done_mats, done_owner = [], [], []
-    ncells = np.zeros(nchunk, np.int64)
-    refused = np.zeros(nchunk, bool)
+    done_boxes, done_mats, done_owner, rest_boxes, rest_owner = [], [], [], [], []
+    ncells = np.zeros(nchunk, np.int64)  # OpenCV calls so far: cells, and regions left to cv2.remap
     while len(boxes):
         coef = _LATTICE_PINV @ vals  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
         resid = vals - _LATTICE_DESIGN @ coef
@@ -508,24 +519,36 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
         bad = ~ok
         if not bad.any():
             break
-        who, big, e = owner[bad], boxes[bad, 2:].max(axis=1), err[bad]
-        # cells of the smallest size, hopeless deviations (side² scaling down to the smallest
-        # side the cell budget allows, 2x slack), NaN, or more cells than OpenCV calls pay
-        # off: the chunk goes to cv2.remap
-        hopeless = (big <= _CELL_MIN) | ~(e * (floors[who] / big) ** 2 <= 2 * tol)
-        refused[who[hopeless]] = True
-        refused |= ncells + 4 * np.bincount(who, minlength=nchunk) > _CELL_CALLS
-        keep = bad & ~refused[owner]
-        if not keep.any():
+        boxes, vals, owner, err = boxes[bad], vals[bad], owner[bad], err[bad]
+        big = boxes[:, 2:].max(axis=1)
+        # left to cv2.remap: cells of the smallest size, hopeless deviations (side² scaling down
+        # to the smallest side the cell budget allows, 2x slack) or NaN, and the worst cells of
+        # a chunk whose splits would take more OpenCV calls than the budget (a split adds 3)
+        hopeless = (big <= _CELL_MIN) | ~(err * (floors[owner] / big) ** 2 <= 2 * tol)
+        order = np.lexsort((np.where(hopeless, np.inf, err), owner))  # per chunk, best first
+        pending = np.bincount(owner, minlength=nchunk)
+        first = np.cumsum(pending) - pending
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order)) - first[owner[order]]
+        splits = np.maximum(0, (budget - ncells - pending) // 3)  # per chunk
+        split = ~hopeless & (rank < splits[owner])
+        if (~split).any():
+            rest_boxes.append(boxes[~split])
+            rest_owner.append(owner[~split])
+            ncells += np.bincount(owner[~split], minlength=nchunk)
+        if not split.any():
             break
-        boxes, vals, owner = _split_cells(index_map, origins, boxes[keep], vals[keep], owner[keep])
+        boxes, vals, owner = _split_cells(index_map, origins, boxes[split], vals[split], owner[split])
     result: list = [None] * nchunk
-    if done_boxes:
-        b, m, o = np.concatenate(done_boxes), np.concatenate(done_mats), np.concatenate(done_owner)
-        for i in np.flatnonzero(~refused):
-            sel = o == i
-            rel = b[sel] - np.r_[chunks[i, :2], 0, 0]
-            result[i] = (rel.astype(np.int64).tolist(), m[sel])
+    b, m, o = (np.concatenate(x) if x else np.empty((0,) + s)
+               for x, s in ((done_boxes, (4,)), (done_mats, (2, 3)), (done_owner, ())))
+    rb, ro = (np.concatenate(x) if x else np.empty((0,) + s) for x, s in ((rest_boxes, (4,)), (rest_owner, ())))
+    left = np.bincount(ro.astype(np.int64), rb[:, 2] * rb[:, 3], minlength=nchunk)
+    for i in np.flatnonzero(left <= _REMAP_SHARE * chunks[:, 2] * chunks[:, 3]):
+        sel, rsel = np.flatnonzero(o == i), ro == i
+        sel = sel[np.lexsort((b[sel, 1], b[sel, 0]))]  # raster order: the source is read in bands of rows
+        corner = np.r_[chunks[i, :2], 0, 0]
+        result[i] = ((b[sel] - corner).astype(np.int64).tolist(), m[sel], (rb[rsel] - corner).astype(np.int64).tolist())
     return result
 
 
@@ -567,30 +590,44 @@ def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, v
 def _plan(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     """How each 2-D chunk (rows of :func:`_chunk_rows`) of a non-linear map is resampled.
 
-    Per chunk ``("cells", (boxes, matrices))`` (:func:`cell_affines`) or ``("nodes", (values,
-    spacing))`` (:func:`_coarse_nodes`, for :func:`_remap_strips`). Planned for a group of
+    Per chunk ``("cells", (boxes, matrices, remaps))`` (:func:`cell_affines`; ``remaps``: per
+    box left to ``cv2.remap``, ``(box, values, spacing)`` of its own coarse nodes) or
+    ``("nodes", (values, spacing))`` (:func:`_coarse_nodes`, for :func:`_remap_strips`), the
+    whole chunk through ``cv2.remap``. Planned for a group of
     chunks in one task: each step evaluates the map once for the whole group, so the
     per-call overhead of numpy (which holds the GIL, while OpenCV calls in the other dask
     thread wait for it) is paid per group, not per chunk.
     """
     cells = _plan_cells(index_map, chunks, tol)
-    rest = [i for i, c in enumerate(cells) if c is None]
-    plans: list = [("cells", c) if c is not None else None for c in cells]
-    for i, (vals, g, _) in zip(rest, _plan_nodes(index_map, chunks[rest], tol)):
+    whole = [i for i, c in enumerate(cells) if c is None]
+    parts = [(i, box) for i, c in enumerate(cells) if c is not None for box in c[2]]
+    rows = [chunks[i] for i in whole] + [np.r_[chunks[i, :2] + box[:2], box[2:], chunks[i, 4:]] for i, box in parts]
+    nodes = _plan_nodes(index_map, np.array(rows).reshape(-1, 6), tol)
+    plans: list = [None] * len(chunks)
+    for i, (vals, g, _) in zip(whole, nodes):
         plans[i] = ("nodes", (vals, g))
+    remaps: dict = {}
+    for (i, box), (vals, g, _) in zip(parts, nodes[len(whole):]):
+        remaps.setdefault(i, []).append((box, vals, g))
+    for i, c in enumerate(cells):
+        if c is not None:
+            plans[i] = ("cells", (c[0], c[1], remaps.get(i, [])))
     return plans
 
 
-def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray], shape: tuple[int, int], interp: int,
-                border: dict) -> np.ndarray:
-    """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output chunk."""
+def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray, list], shape: tuple[int, int],
+                interp: int, border: dict) -> np.ndarray:
+    """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output
+    chunk, and ``cv2.remap`` (:func:`_remap_strips`) of the regions the cells leave (:func:`_plan`)."""
     out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     flags = interp | cv2.WARP_INVERSE_MAP
-    boxes, mats = cells
+    boxes, mats, remaps = cells
     for (r0, c0, h, w), m in zip(boxes, mats):
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h, c0 : c0 + w]
             _into(cv2.warpAffine(pl, m, (w, h), dst=view, flags=flags, **border), view)
+    for (r0, c0, h, w), nodes, g in remaps:
+        _remap_strips(cv2, flat, nodes, g, (h, w), interp, border, out[:, r0 : r0 + h, c0 : c0 + w])
     return out
 
 

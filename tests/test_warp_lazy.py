@@ -226,7 +226,7 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     noise 0.02 px: 35 cells of 64-256 px) is tiled by cells that cover the chunk once, each affine to within
     map_tolerance() of exact evaluation at every pixel; the warp through it samples within
     0.05 px; a strong swirl is refused (None) and goes through cv2.remap instead."""
-    from clemlab.warp import _CELL_CALLS, _CELL_MAX, _IndexMap, _grid_matrix, cell_affines
+    from clemlab.warp import _CELL_AREA, _CELL_MAX, _IndexMap, _grid_matrix, cell_affines
 
     rng = np.random.default_rng(21)
     src = cl.as_image(np.zeros((1100, 1200), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
@@ -239,8 +239,9 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     start, origin = (100, 200), np.array([37.0, 52.0])  # odd shape: cells split unevenly
     cells = cell_affines(imap, start, shape, origin)
     assert cells is not None
-    boxes, mats = cells
-    assert 1 < len(boxes) == len(mats) <= _CELL_CALLS and mats.shape[1:] == (2, 3)
+    boxes, mats, rest = cells
+    assert rest == []  # nothing left to cv2.remap
+    assert 1 < len(boxes) == len(mats) <= shape[0] * shape[1] // _CELL_AREA and mats.shape[1:] == (2, 3)
     assert min(max(h, w) for _, _, h, w in boxes) < _CELL_MAX  # some cells were split
     cover = np.zeros(shape, int)
     worst = 0.0
@@ -264,6 +265,54 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     assert _position_error(tps, src, dst, seed=4, chunks=shape).max() < POSITION_BOUND_PX
     swirl = Swirl(0.02, 0.05, [STAGE + 5, STAGE + 5], source_frame="EM", target_frame="T")
     assert cell_affines(_IndexMap(swirl, _grid_matrix(src), _grid_matrix(dst)), start, shape, origin) is None
+
+
+def test_cells_leave_a_sharp_fold_to_remap_within_bound():
+    """Two landmarks pulled 2 px apart make a sharp local fold in an otherwise smooth spline:
+    the chunk is resampled as affine cells except for the boxes around the fold, which go
+    through cv2.remap (their own coarse nodes). Cells and boxes cover the chunk once, within
+    the OpenCV call budget, and every output pixel of the boxes samples within 0.05 px of the
+    exact spline; so do random pixels of the whole chunk. Without the fold nothing is left."""
+    from clemlab.warp import _CELL_AREA, _REMAP_SHARE, _IndexMap, _chunk_rows, _grid_matrix, _plan
+
+    rng = np.random.default_rng(21)
+    src = cl.as_image(np.zeros((1100, 1200), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
+    dst = cl.as_image(np.zeros((900, 1000), np.uint8), pixel_size=0.012, origin=(STAGE + 0.3, STAGE + 0.4), modality="T")
+    aff = _center_on(TRANSFORMS["rotation+scale"], src, dst)
+    pts = STAGE + rng.uniform(0, 11.0, (30, 2))
+    near = aff.inverse(np.array([[STAGE + 2.3, STAGE + 2.9], [STAGE + 2.5, STAGE + 2.9]]))  # output px ~(242, 208)
+    shape = (900, 1000)
+    for pull, folded in ((0.01, True), (0.0, False)):
+        tps = T.ThinPlateSpline.from_estimate(
+            np.r_[pts, near], np.r_[aff(pts) + rng.normal(0, 0.0002, (30, 2)), aff(near) + [[-pull, 0], [pull, 0]]],
+            bigwarp=True, source_frame="EM", target_frame="T")
+        imap = _IndexMap(tps, _grid_matrix(src), _grid_matrix(dst))
+        kind, (boxes, mats, remaps) = _plan(imap, _chunk_rows(((0, 0), shape, np.zeros(2))), map_tolerance())[0]
+        assert kind == "cells" and len(boxes) == len(mats)
+        assert bool(remaps) == folded
+        if not folded:
+            break
+        cover = np.zeros(shape, int)
+        for r0, c0, h, w in boxes + [box for box, _, _ in remaps]:
+            cover[r0 : r0 + h, c0 : c0 + w] += 1
+        assert (cover == 1).all()
+        assert len(boxes) + len(remaps) <= shape[0] * shape[1] // _CELL_AREA
+        left = sum(h * w for (_, _, h, w), _, _ in remaps)
+        assert 0 < left <= _REMAP_SHARE * shape[0] * shape[1]
+        assert any(r0 <= 242 < r0 + h and c0 <= 208 < c0 + w for (r0, c0, h, w), _, _ in remaps)  # the fold
+        # every pixel of the boxes, through the warp itself (float32 ramps of source indices)
+        rows, cols = np.mgrid[0:1100, 0:1200].astype(np.float32)
+        ramps = cl.as_image(np.stack([rows, cols]), pixel_size=0.01, origin=(STAGE, STAGE), channels=["r", "c"],
+                            modality="EM")
+        out = cl.warp(ramps, tps, like=dst, chunks=shape, fill=np.nan).values
+        for (r0, c0, h, w), _, _ in remaps:
+            i, j = (a.ravel() + o for a, o in zip(np.mgrid[0:h, 0:w], (r0, c0)))
+            exact = imap(np.c_[i, j], 0)
+            inside = ((exact > 1) & (exact < np.array([1100, 1200]) - 2)).all(axis=1)  # away from the source edge
+            assert inside.mean() > 0.5
+            err = np.hypot(out[0, i, j] - exact[:, 0], out[1, i, j] - exact[:, 1])[inside]
+            assert np.isfinite(err).all() and err.max() < POSITION_BOUND_PX
+        assert _position_error(tps, src, dst, seed=6, chunks=shape).max() < POSITION_BOUND_PX
 
 
 @pytest.mark.parametrize("g", [120, 56, 24, 8, 4, 40, 64, 100])
