@@ -24,10 +24,11 @@ affine cells or coarse nodes, below), shared by all channels:
   or for the whole chunk when they leave more than half of it. The node spacing (120 px at
   most) shrinks until the deviation at every cell centre (where bilinear interpolation errs
   most for smooth maps) is within the tolerance. Measured with OpenCV 5.1, single-threaded,
-  per 2048² uint8 chunk of ``benchmarks/bench_warp.py``'s spline: one affine warp 4.2-5.8 ms,
-  its cells (~70) 5.3-8.4 ms, the remap path 12.2 ms (its map alone is 8 bytes per pixel,
-  written and read again). Cells suffer most from a source not in cache (8.8 ms instead of
-  5.4, against 5.1 instead of 4.6 for one affine warp), so they run in raster order.
+  per 2048² uint8 chunk of ``benchmarks/bench_warp.py``'s spline: one affine warp 4.6 ms
+  (5.2 ms with the source not in cache), its ~60 cells 5.6 ms (8.5 ms: cells suffer most
+  from a cold source, so they run in raster order and the footprint is assembled row by row
+  just ahead of them, :class:`_RowAssembly`), the remap path 12.2 ms (its map alone is 8
+  bytes per pixel, written and read again).
   Sampled positions sit within :data:`POSITION_BOUND_PX` = 0.05 px of the exact transform:
   the tolerance is what is left of it after OpenCV's own sampling error, measured once per
   dtype (:func:`clemlab._opencv.sampling_error`: 0 for uint8, uint16 and float32 in
@@ -53,6 +54,7 @@ relative); within one pixel of the source edge OpenCV blends with ``fill`` where
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -92,12 +94,8 @@ _CELL_MIN = 32  # smallest cell side (px)
 #: row and hands the GIL over to the other dask thread, so small cells cost more per pixel.
 _CELL_AREA = 128 * 128
 _REMAP_SHARE = 0.5  # a chunk whose cells leave more than this share of it to cv2.remap is remapped whole
-# a cell's 5 x 5 lattice in normalised coordinates (row, col in 0, 1/4, .., 1) and its
-# least-squares affine fit (pseudo-inverse of the design matrix [u_row, u_col, 1])
+# a cell's 5 x 5 lattice in normalised coordinates (row, col in 0, 1/4, .., 1)
 _LATTICE = np.linspace(0.0, 1.0, 5)
-_LATTICE_DESIGN = np.c_[np.repeat(_LATTICE, _LATTICE.size), np.tile(_LATTICE, _LATTICE.size),
-                        np.ones(_LATTICE.size**2)]
-_LATTICE_PINV = np.linalg.pinv(_LATTICE_DESIGN)
 #: Bytes kept free in front of each output chunk's memory: room for a Blosc header, so the
 #: zarr writer can send an incompressible chunk to disk with no copy (clemlab._recycle.with_lead)
 _OUT_LEAD = 16
@@ -228,22 +226,50 @@ def _assemble(blocks: list, starts: list, lo: tuple[int, ...], hi: tuple[int, ..
 
     ``blocks`` are arrays ``(lead..., spatial...)`` whose spatial part starts at ``starts[i]``.
     """
-    shape = tuple(h - l for l, h in zip(lo, hi))
     if len(blocks) == 1:
         b, s = np.asarray(blocks[0]), starts[0]
         sl = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, s))
         return b[(Ellipsis,) + sl]
-    first = np.asarray(blocks[0])
-    out = _scratch("footprint", first.shape[:nlead] + shape, first.dtype)  # consumed by _resample only
-    for b, s in zip(blocks, starts):
-        b = np.asarray(b)
-        src_sl, dst_sl = [], []
-        for l, h, o, n in zip(lo, hi, s, b.shape[nlead:]):
-            a0, a1 = max(l, o), min(h, o + n)
-            src_sl.append(slice(a0 - o, a1 - o))
-            dst_sl.append(slice(a0 - l, a1 - l))
-        out[(Ellipsis,) + tuple(dst_sl)] = b[(Ellipsis,) + tuple(src_sl)]
-    return out
+    rows = _RowAssembly(blocks, starts, lo, hi, nlead)
+    rows(hi[0] - lo[0])
+    return rows.out
+
+
+class _RowAssembly:
+    """The region ``[lo, hi)`` of source blocks (see :func:`_assemble`) in a per-thread scratch
+    buffer, filled in rows of its first spatial axis on request.
+
+    Cells (:func:`_warp_cells`) fill the rows each needs just before warping it: rows copied
+    from the blocks are still in the core's cache when OpenCV reads them (measured on 2048²
+    uint8 chunks of the benchmark's spline with a source not in cache: 7.1-7.5 ms per chunk
+    against 8.1-8.6 ms for assembling the whole footprint first).
+    """
+
+    def __init__(self, blocks: list, starts: list, lo: tuple[int, ...], hi: tuple[int, ...], nlead: int):
+        self.blocks, self.starts, self.lo, self.hi = [np.asarray(b) for b in blocks], starts, lo, hi
+        shape = tuple(h - l for l, h in zip(lo, hi))
+        first = self.blocks[0]
+        self.out = _scratch("footprint", first.shape[:nlead] + shape, first.dtype)  # consumed by _resample only
+        self.nlead, self.done = nlead, 0
+
+    def __call__(self, upto: int) -> None:
+        """Make sure rows ``[0, upto)`` (relative to ``lo``) are filled."""
+        upto = min(int(upto), self.hi[0] - self.lo[0])
+        if upto <= self.done:
+            return
+        lo = (self.lo[0] + self.done,) + tuple(self.lo[1:])
+        hi = (self.lo[0] + upto,) + tuple(self.hi[1:])
+        for b, s in zip(self.blocks, self.starts):
+            src_sl, dst_sl = [], []
+            for l, h, o, n, l0 in zip(lo, hi, s, b.shape[self.nlead:], self.lo):
+                a0, a1 = max(l, o), min(h, o + n)
+                if a0 >= a1:
+                    break
+                src_sl.append(slice(a0 - o, a1 - o))
+                dst_sl.append(slice(a0 - l0, a1 - l0))
+            else:
+                self.out[(Ellipsis,) + tuple(dst_sl)] = b[(Ellipsis,) + tuple(src_sl)]
+        self.done = upto
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -425,6 +451,58 @@ def _cell_lattice(r0: np.ndarray, h: np.ndarray) -> np.ndarray:
     return r0[:, None] + h[:, None] * _LATTICE
 
 
+@functools.lru_cache(maxsize=None)
+def _lattice_pinv(ly: int, lx: int) -> np.ndarray:
+    """Pseudo-inverse (3, ly * lx) of the design ``[u_row, u_col, 1]`` of a uniform ly x lx
+    lattice over the unit square (row-major): the least-squares affine fit of its values."""
+    u, v = np.linspace(0.0, 1.0, ly), np.linspace(0.0, 1.0, lx)
+    return np.linalg.pinv(np.c_[np.repeat(u, lx), np.tile(v, ly), np.ones(ly * lx)])
+
+
+def _affine_fits(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Affine fits of cells to the map's values at their lattice points.
+
+    Parameters
+    ----------
+    rows, cols : numpy.ndarray, shape (n, Ly), (n, Lx)
+        Lattice lines of each cell, px from its first row and column: uniform from 0 to the
+        cell's side, or (merged pairs of odd side) the union of two such lattices.
+    vals : numpy.ndarray, shape (n, Ly * Lx, 2)
+        Source ``(row, col)`` at the lattice points, row-major.
+    size : numpy.ndarray, shape (n, 2)
+        The cells' height and width (px).
+
+    Returns
+    -------
+    matrices : numpy.ndarray, shape (n, 2, 3)
+        OpenCV matrices (``WARP_INVERSE_MAP``, ``(x, y)`` order) from cell-relative output
+        pixel to source pixel: the least-squares fit on the uniform lattice (exact for even
+        sides, within a fraction of a percent of it otherwise), its offset moved to the middle
+        of the residuals' range along each axis (which lowers the largest deviation).
+    err : numpy.ndarray, shape (n,)
+        Largest distance (px) between fit and values over the lattice points where they are
+        (NaN where a value is).
+    """
+    n, ly, lx = len(vals), rows.shape[1], cols.shape[1]
+    h, w = size[:, 0], size[:, 1]
+    coef = _lattice_pinv(ly, lx) @ vals  # (n, 3, 2): d(row, col)/d(u_row), d(..)/d(u_col), offset
+    ur = np.repeat(rows / h[:, None], lx, axis=1)  # (n, L) normalised lattice coordinates
+    uc = np.tile(cols / w[:, None], (1, ly))
+    resid = np.empty((2, n, ly * lx))  # per component, points last: reductions run along rows
+    for k in range(2):
+        np.subtract(vals[..., k], coef[:, 2, k, None], out=resid[k])
+        resid[k] -= ur * coef[:, 0, k, None]
+        resid[k] -= uc * coef[:, 1, k, None]
+    mid = (resid.max(axis=2) + resid.min(axis=2)) / 2  # (2, n): centre the residual range
+    resid -= mid[:, :, None]
+    resid *= resid
+    err = np.sqrt((resid[0] + resid[1]).max(axis=1))
+    m = np.empty((n, 2, 3))
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = coef[:, 1, 1] / w, coef[:, 0, 1] / h, coef[:, 2, 1] + mid[1]
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = coef[:, 1, 0] / w, coef[:, 0, 0] / h, coef[:, 2, 0] + mid[0]
+    return m, err
+
+
 def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int, int], origin: np.ndarray,
                  tol: float | None = None) -> tuple[list, np.ndarray, list] | None:
     """Tile a 2-D output chunk with cells on each of which a non-linear map is affine within ``tol``.
@@ -499,21 +577,12 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     boxes, vals, owner = np.concatenate(boxes), np.concatenate(vals), np.concatenate(owner)
     done_boxes, done_mats, done_owner, rest_boxes, rest_owner = [], [], [], [], []
     ncells = np.zeros(nchunk, np.int64)  # OpenCV calls so far: cells, and regions left to cv2.remap
+    mats, err = _affine_fits(boxes[:, 2:3] * _LATTICE, boxes[:, 3:4] * _LATTICE, vals, boxes[:, 2:])
     while len(boxes):
-        coef = _LATTICE_PINV @ vals  # (n, 3, 2): d(row, col)/d(u_row, u_col), offset
-        resid = vals - _LATTICE_DESIGN @ coef
-        mid = (resid.max(axis=1) + resid.min(axis=1)) / 2  # (n, 2): centre the residual range
-        coef[:, 2] += mid
-        resid -= mid[:, None]
-        err = np.sqrt((resid**2).sum(axis=-1)).max(axis=1)
         ok = err <= tol  # NaN fails too
         if ok.any():
-            b, kk = boxes[ok], coef[ok]
-            m = np.empty((len(b), 2, 3))
-            m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = kk[:, 1, 1] / b[:, 3], kk[:, 0, 1] / b[:, 2], kk[:, 2, 1]
-            m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = kk[:, 1, 0] / b[:, 3], kk[:, 0, 0] / b[:, 2], kk[:, 2, 0]
-            done_boxes.append(b)
-            done_mats.append(m)
+            done_boxes.append(boxes[ok])
+            done_mats.append(mats[ok])
             done_owner.append(owner[ok])
             ncells += np.bincount(owner[ok], minlength=nchunk)
         bad = ~ok
@@ -538,7 +607,13 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
             ncells += np.bincount(owner[~split], minlength=nchunk)
         if not split.any():
             break
-        boxes, vals, owner = _split_cells(index_map, origins, boxes[split], vals[split], owner[split])
+        boxes, vals, owner, mats, err, pairs = _split_cells(index_map, origins, boxes[split], vals[split],
+                                                            owner[split], tol)
+        if len(pairs[0]):
+            done_boxes.append(pairs[0])
+            done_mats.append(pairs[1])
+            done_owner.append(pairs[2])
+            ncells += np.bincount(pairs[2], minlength=nchunk)
     result: list = [None] * nchunk
     b, m, o = (np.concatenate(x) if x else np.empty((0,) + s)
                for x, s in ((done_boxes, (4,)), (done_mats, (2, 3)), (done_owner, ())))
@@ -553,13 +628,20 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
 
 
 def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, vals: np.ndarray,
-                 owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 owner: np.ndarray, tol: float) -> tuple:
     """Quadtree children of cells ``boxes`` (n, 4; absolute first row, column, height, width) with
     their lattice values ``vals`` (n, L², 2) and chunk indices ``owner`` (n,) into ``origins``.
 
     The children's lattices make a (2L - 1)² grid per parent whose even rows and columns are
     the parent's lattice where the split is exact (even sides); only the other points are
-    evaluated.
+    evaluated. Two children side by side that are both affine within ``tol``, and whose union
+    is too on their common L x (2L - 1) lattice (the points both children's checks cover),
+    become one cell: fewer OpenCV calls, and wider rows (on the benchmark's spline, ~30 %
+    fewer cells). Per parent, the pairing (two wide halves or two tall ones) that merges more
+    is taken, wide ones on a tie.
+
+    Returns the children left ``(boxes, vals, owner, matrices, err)`` with their fits
+    (:func:`_affine_fits`), and the merged pairs ``(boxes, matrices, owner)``.
     """
     n, n_l = len(boxes), _LATTICE.size
     n_g = 2 * n_l - 1
@@ -577,14 +659,41 @@ def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, v
     pts = np.stack(np.broadcast_arrays(rows[:, :, None], cols[:, None, :]), -1)[need]
     g[need] = index_map(pts, 0) - np.broadcast_to(origins[owner][:, None, None, :], g.shape)[need]
     kids_boxes, kids_vals = [], []
-    lo, hi = slice(0, n_l), slice(n_l - 1, n_g)
+    lo, hi, every = slice(0, n_l), slice(n_l - 1, n_g), slice(0, n_g)
     for dr, hh, sr in ((0, h2, lo), (h2, h - h2, hi)):
         for dc, ww, sc in ((0, w2, lo), (w2, w - w2, hi)):
             kids_boxes.append(np.stack([r0 + dr, c0 + dc, hh, ww], axis=1))
             kids_vals.append(g[:, sr, sc].reshape(n, n_l * n_l, 2))
-    kb, kv, ko = np.concatenate(kids_boxes), np.concatenate(kids_vals), np.tile(owner, 4)
-    keep = (kb[:, 2] > 0) & (kb[:, 3] > 0)  # a side of 1 px has one child along it
-    return kb[keep], kv[keep], ko[keep]
+    kb, kv = np.concatenate(kids_boxes), np.concatenate(kids_vals)  # kid q of parent i at q * n + i
+    km, ke = _affine_fits(kb[:, 2:3] * _LATTICE, kb[:, 3:4] * _LATTICE, kv, kb[:, 2:])
+    kid_ok = ((ke <= tol) & (kb[:, 2] > 0) & (kb[:, 3] > 0)).reshape(4, n)
+    # pairs of children (quadrants 0 1 / 2 3): top, bottom (wide), left, right (tall)
+    pairs = [((0, 1), (0, 0, h2, w), lo, every), ((2, 3), (h2, 0, h - h2, w), hi, every),
+             ((0, 2), (0, 0, h, w2), every, lo), ((1, 3), (0, w2, h, w - w2), every, hi)]
+    merged = np.zeros((4, n), bool)
+    fits = []
+    for p, ((qa, qb), (dr, dc, hh, ww), sr, sc) in enumerate(pairs):
+        i = np.flatnonzero(kid_ok[qa] & kid_ok[qb])
+        box = np.stack([r0 + dr, c0 + dc, hh, ww], axis=1)[i]
+        mats, err = _affine_fits(rows[i][:, sr] - box[:, :1], cols[i][:, sc] - box[:, 1:2],
+                                 g[i][:, sr, sc].reshape(len(i), rows[:, sr].shape[1] * cols[:, sc].shape[1], 2),
+                                 box[:, 2:])
+        merged[p, i] = err <= tol
+        fits.append((i, box, mats))
+    use_wide = merged[0].astype(int) + merged[1] >= merged[2].astype(int) + merged[3]
+    merged[:2] &= use_wide
+    merged[2:] &= ~use_wide
+    taken = np.zeros((4, n), bool)
+    done: tuple[list, list, list] = ([], [], [])
+    for p, (((qa, qb), *_), (i, box, mats)) in enumerate(zip(pairs, fits)):
+        taken[[qa, qb]] |= merged[p]
+        use = merged[p, i]
+        done[0].append(box[use])
+        done[1].append(mats[use])
+        done[2].append(owner[i[use]])
+    keep = (kb[:, 2] > 0) & (kb[:, 3] > 0) & ~taken.ravel()  # a side of 1 px has one child along it
+    ko = np.tile(owner, 4)
+    return kb[keep], kv[keep], ko[keep], km[keep], ke[keep], tuple(np.concatenate(x) for x in done)
 
 
 def _plan(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
@@ -616,16 +725,30 @@ def _plan(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
 
 
 def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray, list], shape: tuple[int, int],
-                interp: int, border: dict) -> np.ndarray:
+                interp: int, border: dict, rows: _RowAssembly | None = None) -> np.ndarray:
     """``cv2.warpAffine`` of each plane, cell by cell (:func:`cell_affines`), into one output
-    chunk, and ``cv2.remap`` (:func:`_remap_strips`) of the regions the cells leave (:func:`_plan`)."""
+    chunk, and ``cv2.remap`` (:func:`_remap_strips`) of the regions the cells leave (:func:`_plan`).
+
+    With ``rows``, ``flat`` is its buffer, filled just before each cell with the source rows
+    the cell reads (its corners' rows, + 2 for the bilinear neighbour and rounding)."""
     out = _recycle.empty((len(flat),) + tuple(shape), flat.dtype, _OUT_LEAD)
     flags = interp | cv2.WARP_INVERSE_MAP
     boxes, mats, remaps = cells
-    for (r0, c0, h, w), m in zip(boxes, mats):
+    need = itertools.repeat(None)
+    if rows is not None and len(mats):
+        hw = np.array(boxes, np.float64)[:, 2:] - 1  # last pixel of each cell (row, col)
+        m1 = mats[:, 1]  # source row = m10 col + m11 row + m12
+        corners = m1[:, 2:] + np.stack([0 * hw[:, 0], m1[:, 0] * hw[:, 1], m1[:, 1] * hw[:, 0],
+                                        m1[:, 0] * hw[:, 1] + m1[:, 1] * hw[:, 0]], axis=1)
+        need = (np.ceil(corners.max(axis=1)) + 2).tolist()
+    for (r0, c0, h, w), m, upto in zip(boxes, mats, need):
+        if upto is not None:
+            rows(min(upto, flat.shape[1]))
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h, c0 : c0 + w]
             _into(cv2.warpAffine(pl, m, (w, h), dst=view, flags=flags, **border), view)
+    if rows is not None:
+        rows(flat.shape[1])
     for (r0, c0, h, w), nodes, g in remaps:
         _remap_strips(cv2, flat, nodes, g, (h, w), interp, border, out[:, r0 : r0 + h, c0 : c0 + w])
     return out
@@ -640,8 +763,11 @@ def _into(got: np.ndarray, view: np.ndarray) -> None:
 def _warp_task(blocks: list, spec: dict, plans: list | None = None) -> np.ndarray:
     """Resample one output chunk from the source blocks covering its footprint (with its group's
     :func:`_plan` for non-linear maps)."""
-    src = _assemble(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"])
-    return _resample(src, spec, None if plans is None else plans[spec["plan_index"]])
+    plan = None if plans is None else plans[spec["plan_index"]]
+    if plan is not None and plan[0] == "cells" and len(blocks) > 1:  # filled row by row as cells need them
+        rows = _RowAssembly(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"])
+        return _resample(rows.out, spec, plan, rows)
+    return _resample(_assemble(blocks, spec["starts"], spec["lo"], spec["hi"], spec["nlead"]), spec, plan)
 
 
 def _swap_matrix() -> np.ndarray:
@@ -652,8 +778,10 @@ def _swap_matrix() -> np.ndarray:
 
 
 def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple,
-                   lo: np.ndarray, order: int, fill: float, plan: tuple | None = None) -> np.ndarray:
-    """OpenCV resampling of each plane of ``flat`` (P, rows, cols) onto one output chunk (P, rows, cols)."""
+                   lo: np.ndarray, order: int, fill: float, plan: tuple | None = None,
+                   rows: _RowAssembly | None = None) -> np.ndarray:
+    """OpenCV resampling of each plane of ``flat`` (P, rows, cols) onto one output chunk (P,
+    rows, cols); with ``rows`` (cells plans only), ``flat`` is its buffer, filled as the cells need it."""
     interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
@@ -661,7 +789,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
             plan = _plan(imap, _chunk_rows((start, shape, lo)), map_tolerance(flat.dtype))[0]
         kind, data = plan
         if kind == "cells":  # smooth enough to be affine, cell by cell, within the tolerance
-            return _warp_cells(cv2, flat, data, shape, interp, border)
+            return _warp_cells(cv2, flat, data, shape, interp, border, rows)
         nodes, g = data
         return _remap_strips(cv2, flat, nodes, g, shape, interp, border)
     # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV
@@ -679,12 +807,15 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     return out
 
 
-def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None) -> np.ndarray:
+def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None, rows: _RowAssembly | None = None) -> np.ndarray:
+    """Resample ``src`` (the footprint; ``rows.out`` when its rows are filled on demand) onto one output chunk."""
     imap: _IndexMap = spec["map"]
     start, shape, lo = spec["out_start"], spec["out_shape"], np.asarray(spec["lo"], np.float64)
     order, fill, dtype, method = spec["order"], spec["fill"], spec["dtype"], spec["method"]
     lead = src.shape[: spec["nlead"]]
     flat = src.reshape((-1,) + src.shape[len(lead):])
+    if rows is not None and not (method == "opencv" and plan is not None and plan[0] == "cells"):
+        rows(flat.shape[1])  # only cells fill the footprint as they go
     if method == "opencv":
         # OpenCV keeps its own thread pool (cv2.setNumThreads is left alone): two dask threads
         # do not oversubscribe it, since a second concurrent caller runs serially in its own
@@ -693,7 +824,7 @@ def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None) -> np.ndar
         # so was splitting calls into bands small enough for OpenCV to run them serially);
         # _opencv.load() makes idle pool threads sleep instead of spinning
         cv2 = _opencv.load()
-        out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill, plan)
+        out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill, plan, rows)
     else:
         from scipy import ndimage
 

@@ -255,13 +255,23 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     assert (cover == 1).all()
     assert worst < map_tolerance() * 1.5
     # each cell's affine is the least-squares fit with its offset moved to the middle of the
-    # residuals' range on the 5 x 5 lattice (first pixel to one past the last), per axis
+    # residuals' range on its lattice, per axis: 5 x 5 points (first pixel to one past the
+    # last), or for two quadtree siblings merged into one cell (2:1) their lattices' union
+    u = np.linspace(0, 1, 5)
+
+    def lattice(n, pair):
+        a = -(-n // 2)  # the first sibling's side
+        return np.r_[a * u[:-1], a + (n - a) * u] if pair else n * u
+
+    pairs = 0
     for (r0, c0, h, w), m in zip(boxes, mats):
-        u = np.linspace(0, 1, 5)
-        i, j = (a.ravel() for a in np.meshgrid(h * u, w * u, indexing="ij"))
+        pair = 1.8 < max(h, w) / min(h, w) < 2.2  # quadtree cells are square, or thin at the chunk's edge
+        pairs += pair
+        i, j = (a.ravel() for a in np.meshgrid(lattice(h, pair and h > w), lattice(w, pair and w > h), indexing="ij"))
         exact = imap(np.c_[i + r0, j + c0], start) - origin
         res = exact - np.c_[m[1, 0] * j + m[1, 1] * i + m[1, 2], m[0, 0] * j + m[0, 1] * i + m[0, 2]]
         np.testing.assert_allclose(res.max(axis=0), -res.min(axis=0), atol=1e-9)
+    assert pairs > 0
     assert _position_error(tps, src, dst, seed=4, chunks=shape).max() < POSITION_BOUND_PX
     swirl = Swirl(0.02, 0.05, [STAGE + 5, STAGE + 5], source_frame="EM", target_frame="T")
     assert cell_affines(_IndexMap(swirl, _grid_matrix(src), _grid_matrix(dst)), start, shape, origin) is None
