@@ -90,8 +90,9 @@ _PLAN_GROUP = 4  # non-linear maps: chunks are planned in groups of up to 4 x 4 
 _CELL_MAX = 512  # largest cell of the piecewise-affine path for non-linear maps (px)
 _CELL_MIN = 32  # smallest cell side (px)
 #: OpenCV calls per chunk for the cells (and regions left to cv2.remap): one per this many
-#: output px on average (256 per 2048² chunk), at least 4. Each call costs ~77 ns per output
-#: row and hands the GIL over to the other dask thread, so small cells cost more per pixel.
+#: output px on average (256 per 2048² chunk), at least 4. Small cells cost more per pixel
+#: (OpenCV 5.1, uint8, source in cache: 1.1 ns/px for 256² cells as for whole chunks, 1.4 for
+#: 128², 2.0 for 64²), and each call hands the GIL over to the other dask thread.
 _CELL_AREA = 128 * 128
 _REMAP_SHARE = 0.5  # a chunk whose cells leave more than this share of it to cv2.remap is remapped whole
 # a cell's 5 x 5 lattice in normalised coordinates (row, col in 0, 1/4, .., 1)
@@ -451,7 +452,7 @@ def _cell_lattice(r0: np.ndarray, h: np.ndarray) -> np.ndarray:
     return r0[:, None] + h[:, None] * _LATTICE
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lattice_pinv(ly: int, lx: int) -> np.ndarray:
     """Pseudo-inverse (3, ly * lx) of the design ``[u_row, u_col, 1]`` of a uniform ly x lx
     lattice over the unit square (row-major): the least-squares affine fit of its values."""
@@ -675,9 +676,9 @@ def _split_cells(index_map: _IndexMap, origins: np.ndarray, boxes: np.ndarray, v
     for p, ((qa, qb), (dr, dc, hh, ww), sr, sc) in enumerate(pairs):
         i = np.flatnonzero(kid_ok[qa] & kid_ok[qb])
         box = np.stack([r0 + dr, c0 + dc, hh, ww], axis=1)[i]
+        v = g[i][:, sr, sc]  # (m, Ly, Lx, 2)
         mats, err = _affine_fits(rows[i][:, sr] - box[:, :1], cols[i][:, sc] - box[:, 1:2],
-                                 g[i][:, sr, sc].reshape(len(i), rows[:, sr].shape[1] * cols[:, sc].shape[1], 2),
-                                 box[:, 2:])
+                                 v.reshape(len(v), v.shape[1] * v.shape[2], 2), box[:, 2:])
         merged[p, i] = err <= tol
         fits.append((i, box, mats))
     use_wide = merged[0].astype(int) + merged[1] >= merged[2].astype(int) + merged[3]
@@ -738,7 +739,7 @@ def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray, list]
     if rows is not None and len(mats):
         hw = np.array(boxes, np.float64)[:, 2:] - 1  # last pixel of each cell (row, col)
         m1 = mats[:, 1]  # source row = m10 col + m11 row + m12
-        corners = m1[:, 2:] + np.stack([0 * hw[:, 0], m1[:, 0] * hw[:, 1], m1[:, 1] * hw[:, 0],
+        corners = m1[:, 2:] + np.stack([np.zeros(len(hw)), m1[:, 0] * hw[:, 1], m1[:, 1] * hw[:, 0],
                                         m1[:, 0] * hw[:, 1] + m1[:, 1] * hw[:, 0]], axis=1)
         need = (np.ceil(corners.max(axis=1)) + 2).tolist()
     for (r0, c0, h, w), m, upto in zip(boxes, mats, need):

@@ -277,6 +277,26 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     assert cell_affines(_IndexMap(swirl, _grid_matrix(src), _grid_matrix(dst)), start, shape, origin) is None
 
 
+def test_affine_fits_recover_affine_maps_and_fail_on_nan():
+    """The cell fit returns OpenCV's (x, y) matrix of an affine map exactly (deviation 0) on
+    uniform and on uneven (merged odd-sided pairs) lattices; a NaN value fails the cell."""
+    from clemlab.warp import _affine_fits
+
+    a = np.array([[0.9, 0.2, 13.0], [-0.15, 1.05, -7.0]])  # source (row, col) = a @ (row, col, 1)
+    rows = np.array([[0.0, 16, 32, 48, 64], [0.0, 24.5, 49, 73.5, 98]])
+    cols = np.array([[0.0, 16, 32, 48, 64, 79.75, 95.5, 111.25, 127]] * 2)  # halves of 64 and 63 px
+    r, c = np.meshgrid(rows[0], cols[0], indexing="ij"), np.meshgrid(rows[1], cols[1], indexing="ij")
+    vals = np.stack([np.stack([a[0, 0] * i + a[0, 1] * j + a[0, 2], a[1, 0] * i + a[1, 1] * j + a[1, 2]], -1)
+                     .reshape(-1, 2) for i, j in (r, c)])
+    mats, err = _affine_fits(rows, cols, vals, np.array([[64.0, 127.0], [98.0, 127.0]]))
+    np.testing.assert_allclose(err, 0, atol=1e-9)
+    expected = np.array([[a[1, 1], a[1, 0], a[1, 2]], [a[0, 1], a[0, 0], a[0, 2]]])  # (x, y) = (col, row)
+    np.testing.assert_allclose(mats, np.stack([expected, expected]), atol=1e-9)
+    vals[1, 7, 0] = np.nan
+    _, err = _affine_fits(rows, cols, vals, np.array([[64.0, 127.0], [98.0, 127.0]]))
+    assert err[0] < 1e-9 and not err[1] <= 1.0
+
+
 def test_cells_leave_a_sharp_fold_to_remap_within_bound():
     """Two landmarks pulled 2 px apart make a sharp local fold in an otherwise smooth spline:
     the chunk is resampled as affine cells except for the boxes around the fold, which go
