@@ -15,7 +15,7 @@ affine cells or coarse nodes, below), shared by all channels:
 - 2-D, order 0/1, dtypes uint8, uint16, int16, float32: OpenCV (``cv2.warpAffine`` /
   ``cv2.warpPerspective`` with ``WARP_INVERSE_MAP`` and a chunk-relative matrix). Non-linear
   maps (thin-plate splines, ...) are smooth, so each chunk is first tiled with cells (a
-  quadtree from 512 px, one OpenCV call per 128² px on average) on which the map is affine
+  quadtree from 512 px, at most one OpenCV call per 128² px on average) on which the map is affine
   to within :func:`map_tolerance`, checked on a 5 x 5 lattice per cell, and resampled with one
   ``cv2.warpAffine`` per cell (:func:`cell_affines`). Where that fails (near a spline's
   landmarks, where its curvature peaks), the map is evaluated exactly on a coarse node grid
@@ -510,9 +510,9 @@ def cell_affines(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int,
 
     Cells start at :data:`_CELL_MAX` px and are split in four (a quadtree) while the map
     deviates by more than ``tol`` from its affine fit at any point of a 5 x 5 lattice spanning
-    the cell (least squares, then the offset moved to the middle of the residuals' range
-    along each axis: for the benchmark's spline, 9 chunks instead of 19 left to
-    ``cv2.remap`` before regions were), down to :data:`_CELL_MIN` px. The lattices of a cell's four
+    the cell (:func:`_affine_fits`: least squares, then the offset moved to the middle of the
+    residuals' range along each axis, which lets more cells pass), down to :data:`_CELL_MIN` px,
+    and siblings are merged in pairs where they can be (:func:`_split_cells`). The lattices of a cell's four
     children share the parent's points and their common edges (a 9 x 9 grid), so each split
     evaluates the map at 56 new points. A cell is not split but left to ``cv2.remap`` when it
     has the smallest size, when a deviation scaled by side² down to the smallest side the
