@@ -460,7 +460,8 @@ def _lattice_pinv(ly: int, lx: int) -> np.ndarray:
     return np.linalg.pinv(np.c_[np.repeat(u, lx), np.tile(v, ly), np.ones(ly * lx)])
 
 
-def _affine_fits(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _affine_fits(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                 size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Affine fits of cells to the map's values at their lattice points.
 
     Parameters
@@ -748,7 +749,7 @@ def _warp_cells(cv2: Any, flat: np.ndarray, cells: tuple[list, np.ndarray, list]
         for k, pl in enumerate(flat):
             view = out[k, r0 : r0 + h, c0 : c0 + w]
             _into(cv2.warpAffine(pl, m, (w, h), dst=view, flags=flags, **border), view)
-    if rows is not None:
+    if rows is not None and remaps:
         rows(flat.shape[1])
     for (r0, c0, h, w), nodes, g in remaps:
         _remap_strips(cv2, flat, nodes, g, (h, w), interp, border, out[:, r0 : r0 + h, c0 : c0 + w])
@@ -808,15 +809,15 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     return out
 
 
-def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None, rows: _RowAssembly | None = None) -> np.ndarray:
-    """Resample ``src`` (the footprint; ``rows.out`` when its rows are filled on demand) onto one output chunk."""
+def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None,
+              rows: _RowAssembly | None = None) -> np.ndarray:
+    """Resample ``src`` (the footprint) onto one output chunk; with ``rows`` (OpenCV cells
+    plans only, see :func:`_warp_task`), ``src`` is ``rows.out``, filled as the cells need it."""
     imap: _IndexMap = spec["map"]
     start, shape, lo = spec["out_start"], spec["out_shape"], np.asarray(spec["lo"], np.float64)
     order, fill, dtype, method = spec["order"], spec["fill"], spec["dtype"], spec["method"]
     lead = src.shape[: spec["nlead"]]
     flat = src.reshape((-1,) + src.shape[len(lead):])
-    if rows is not None and not (method == "opencv" and plan is not None and plan[0] == "cells"):
-        rows(flat.shape[1])  # only cells fill the footprint as they go
     if method == "opencv":
         # OpenCV keeps its own thread pool (cv2.setNumThreads is left alone): two dask threads
         # do not oversubscribe it, since a second concurrent caller runs serially in its own
