@@ -323,44 +323,51 @@ def _coarse_nodes(index_map: _IndexMap, start: tuple[int, int], shape: tuple[int
 
 def _plan_nodes(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     """:func:`_coarse_nodes` of several chunks (rows of :func:`_chunk_rows`); every round of the
-    spacing search evaluates the map once for all of them."""
-    spacing = {i: _SPACINGS[0] for i in range(len(chunks))}
+    spacing search evaluates the map once for all of them, and chunks of one shape and spacing
+    share their node layout."""
+    shapes = chunks[:, 2:4].astype(np.int64)
+    spacing = np.full(len(chunks), _SPACINGS[0])
     result: list = [None] * len(chunks)
-    while spacing:
+    todo = np.arange(len(chunks))
+    while len(todo):
+        g = np.maximum(1, np.minimum(spacing[todo], shapes[todo].max(axis=1)))
+        layouts, kind = np.unique(np.c_[shapes[todo], g], axis=0, return_inverse=True)
         parts, meta = [], []
-        for i, sp in spacing.items():
-            start, shape = chunks[i, :2], chunks[i, 2:4].astype(int)
-            g = max(1, min(sp, max(shape)))
-            ry, rx = node_positions(shape[0], g), node_positions(shape[1], g)
+        for j, (hh, ww, gj) in enumerate(layouts.tolist()):
+            sel = todo[kind.ravel() == j]
+            ry, rx = node_positions(hh, gj), node_positions(ww, gj)
             pts = np.stack(np.meshgrid(ry, rx, indexing="ij"), axis=-1).reshape(-1, 2)
             cy = cx = np.empty(0)  # cell centres, where the nodes are checked (g = 1: every pixel, exact)
-            if g > 1:
+            if gj > 1:
                 cy, cx = (ry[:-1] + ry[1:]) / 2, (rx[:-1] + rx[1:]) / 2
                 pts = np.concatenate([pts, np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).reshape(-1, 2)])
-            parts.append(pts + start)
-            meta.append((i, g, ry.size, rx.size, cy.size, cx.size))
+            parts.append((pts[None] + chunks[sel, None, :2]).reshape(-1, 2))
+            meta.append((sel, gj, (hh, ww), (ry.size, rx.size), (cy.size, cx.size), len(pts)))
         both = index_map(np.concatenate(parts), 0)  # absolute output indices: one evaluation per round
-        spacing = {}
-        k = 0
-        for i, g, ny, nx, my, mx in meta:
-            origin = chunks[i, 4:]
-            vals = (both[k : k + ny * nx] - origin).reshape(ny, nx, 2)
-            k += ny * nx
-            if g == 1:
-                shape = chunks[i, 2:4].astype(int)
-                result[i] = (vals[1 : 1 + shape[0], 1 : 1 + shape[1]], 1, 0.0)
+        left, k = [], 0
+        for sel, gj, (hh, ww), (ny, nx), (my, mx), npts in meta:
+            block = both[k : k + len(sel) * npts].reshape(len(sel), npts, 2) - chunks[sel, None, 4:]
+            k += len(sel) * npts
+            vals = block[:, : ny * nx].reshape(len(sel), ny, nx, 2)
+            if gj == 1:
+                for t, i in enumerate(sel):
+                    result[i] = (vals[t, 1 : 1 + hh, 1 : 1 + ww], 1, 0.0)
                 continue
-            exact = (both[k : k + my * mx] - origin).reshape(my, mx, 2)
-            k += my * mx
-            interp = (vals[:-1, :-1] + vals[1:, :-1] + vals[:-1, 1:] + vals[1:, 1:]) / 4
-            err = float(np.max(np.linalg.norm(exact - interp, axis=-1)))
-            if err <= tol:
-                result[i] = (vals, g, err)
-            elif g <= _SPACINGS[-1]:  # the finest spacing is still too coarse: evaluate every pixel
-                spacing[i] = 1
-            else:  # bilinear error grows as g^2: jump to the spacing predicted to pass (20 % slack)
-                predicted = g * math.sqrt(tol / err) / 1.2
-                spacing[i] = next((c for c in _SPACINGS if c < g and c <= predicted), _SPACINGS[-1])
+            exact = block[:, ny * nx :].reshape(len(sel), my, mx, 2)
+            interp = (vals[:, :-1, :-1] + vals[:, 1:, :-1] + vals[:, :-1, 1:] + vals[:, 1:, 1:]) / 4
+            err = np.linalg.norm(exact - interp, axis=-1).reshape(len(sel), -1).max(axis=1)  # NaN stays
+            for t, i in enumerate(sel):
+                e = float(err[t])
+                if e <= tol:
+                    result[i] = (vals[t], gj, e)
+                    continue
+                left.append(i)
+                if gj <= _SPACINGS[-1]:  # the finest spacing is still too coarse: evaluate every pixel
+                    spacing[i] = 1
+                else:  # bilinear error grows as g^2: jump to the spacing predicted to pass (20 % slack)
+                    predicted = gj * math.sqrt(tol / e) / 1.2
+                    spacing[i] = next((c for c in _SPACINGS if c < gj and c <= predicted), _SPACINGS[-1])
+        todo = np.array(left, np.int64)
     return result
 
 
@@ -558,24 +565,31 @@ def _plan_cells(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
     area = chunks[:, 2] * chunks[:, 3]
     budget = np.maximum(4, area // _CELL_AREA).astype(np.int64)
     floors = np.maximum(_CELL_MIN, np.sqrt(area / budget))  # smallest side within budget
-    parts, grids, boxes, owner = [], [], [], []
-    for i, (r, c, hh, ww) in enumerate(chunks[:, :4]):
-        # top level: a chunk's cell lattices form one grid (neighbours share their common edge)
-        r0, c0 = np.arange(r, r + hh, side), np.arange(c, c + ww, side)
-        h, w = np.minimum(side, r + hh - r0), np.minimum(side, c + ww - c0)
-        ry = np.append(_cell_lattice(r0, h)[:, :-1], r + hh)
-        cx = np.append(_cell_lattice(c0, w)[:, :-1], c + ww)
-        parts.append(np.stack(np.meshgrid(ry, cx, indexing="ij"), -1).reshape(-1, 2))
-        grids.append((ry.size, cx.size))
-        boxes.append(np.stack(np.broadcast_arrays(r0[:, None], c0[None, :], h[:, None], w[None, :]), -1).reshape(-1, 4))
-        owner.append(np.full(len(boxes[-1]), i))
+    # top level: a chunk's cell lattices form one grid (neighbours share their common edge);
+    # chunks of one shape share it, shifted
+    shapes, kind = np.unique(chunks[:, 2:4], axis=0, return_inverse=True)
+    parts, tops = [], []
+    for j, (hh, ww) in enumerate(shapes):
+        idx = np.flatnonzero(kind.ravel() == j)
+        r0, c0 = np.arange(0, hh, side), np.arange(0, ww, side)
+        h, w = np.minimum(side, hh - r0), np.minimum(side, ww - c0)
+        ry = np.append(_cell_lattice(r0, h)[:, :-1], hh)
+        cx = np.append(_cell_lattice(c0, w)[:, :-1], ww)
+        grid = np.stack(np.meshgrid(ry, cx, indexing="ij"), -1).reshape(-1, 2)
+        cells = np.stack(np.broadcast_arrays(r0[:, None], c0[None, :], h[:, None], w[None, :]), -1).reshape(-1, 4)
+        parts.append((grid[None] + chunks[idx, None, :2]).reshape(-1, 2))
+        tops.append((idx, (ry.size, cx.size), cells))
     evaluated = index_map(np.concatenate(parts), 0)
-    vals, k = [], 0
-    for i, (ny, nx) in enumerate(grids):
-        grid = (evaluated[k : k + ny * nx] - origins[i]).reshape(ny, nx, 2)
-        k += ny * nx
-        win = np.lib.stride_tricks.sliding_window_view(grid, (n_l, n_l), axis=(0, 1))[:: n_l - 1, :: n_l - 1]
-        vals.append(np.moveaxis(win, 2, -1).reshape(-1, n_l * n_l, 2))
+    boxes, vals, owner, k = [], [], [], 0
+    for idx, (ny, nx), cells in tops:
+        grid = (evaluated[k : k + len(idx) * ny * nx].reshape(len(idx), ny, nx, 2) - origins[idx, None, None])
+        k += len(idx) * ny * nx
+        win = np.lib.stride_tricks.sliding_window_view(grid, (n_l, n_l), axis=(1, 2))[:, :: n_l - 1, :: n_l - 1]
+        vals.append(np.moveaxis(win, 3, -1).reshape(-1, n_l * n_l, 2))  # (chunk, cell row, cell col): cells
+        corner = np.zeros((len(idx), 1, 4))
+        corner[:, 0, :2] = chunks[idx, :2]
+        boxes.append((cells[None] + corner).reshape(-1, 4))
+        owner.append(np.repeat(idx, len(cells)))
     boxes, vals, owner = np.concatenate(boxes), np.concatenate(vals), np.concatenate(owner)
     done_boxes, done_mats, done_owner, rest_boxes, rest_owner = [], [], [], [], []
     ncells = np.zeros(nchunk, np.int64)  # OpenCV calls so far: cells, and regions left to cv2.remap
