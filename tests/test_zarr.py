@@ -118,6 +118,69 @@ def test_bad_input(tmp_path):
         cl.open_image(tmp_path / "folder")
 
 
+def test_metadata_read_without_zarr_python(tmp_path):
+    """Opening clemlab's own OME-Zarr (every level) reads its JSON and chunk files directly:
+    zarr-python is not even imported (its import costs more than the open)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.ome.zarr"
+    img = em_image()
+    cl.write_ome_zarr(img, path, scale_factors=(2,))
+    code = (
+        "import sys, numpy as np, clemlab as cl\n"
+        "from clemlab.io import open_multiscale\n"
+        f"img = cl.open_image({str(path)!r})\n"
+        f"tree = open_multiscale({str(path)!r})\n"
+        "print(float(img.clem.pixel_size['x']), int(img.values.sum() % 1000003),"
+        " tree['scale1']['image'].shape, 'zarr' in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cl.__file__)))  # this clemlab
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert float(out[0]) == pytest.approx(0.004)
+    assert int(out[1]) == int(img.values.sum() % 1000003)
+    assert out[-1] == "False"
+
+
+def test_ngff_05_zarr_v3_group_is_read(tmp_path):
+    """A zarr v3 group with NGFF 0.5 metadata (nested under "ome") and a v3 level array."""
+    path = tmp_path / "v3.ome.zarr"
+    data = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10)
+    g = zarr.open_group(str(path), mode="w", zarr_format=3)
+    g.create_array("s0", shape=data.shape, chunks=(5, 5), dtype="uint16")[:] = data
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "y", "type": "space", "unit": "nanometer"}, {"name": "x", "type": "space", "unit": "nanometer"}],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [8.0, 4.0]}, {"type": "translation", "translation": [100.0, 200.0]}]}]}]}
+    img = cl.open_image(path)
+    np.testing.assert_array_equal(img.values, data)
+    assert img.clem.pixel_size == pytest.approx({"y": 0.008, "x": 0.004})
+    assert img.clem.origin == pytest.approx({"y": 0.1, "x": 0.2})
+
+
+def test_damaged_or_incomplete_metadata(tmp_path):
+    path = tmp_path / "a.ome.zarr"
+    cl.write_ome_zarr(em_image((64, 64), (32, 32)), path, scale_factors=())
+    (path / ".zattrs").write_text('{"multiscales": [', encoding="utf-8")
+    with pytest.raises(FileFormatError, match=r"cannot read zarr metadata '.*\.zattrs'.*damaged"):
+        cl.open_image(path)
+    (path / ".zattrs").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(FileFormatError, match="not a JSON object"):
+        cl.open_image(path)
+    good = tmp_path / "b.ome.zarr"
+    cl.write_ome_zarr(em_image((64, 64), (32, 32)), good, scale_factors=())
+    meta = json.loads((good / ".zattrs").read_text())
+    meta["multiscales"][0]["datasets"][0]["path"] = "missing"
+    (good / ".zattrs").write_text(json.dumps(meta))
+    with pytest.raises(FileFormatError, match="level 0 of .*missing'.* not a readable zarr array"):
+        cl.open_image(good)
+    arr = tmp_path / "array.zarr"
+    zarr.create_array(str(arr), shape=(4, 4), dtype="uint8", zarr_format=3)
+    with pytest.raises(FileFormatError, match="is a zarr array, not a group"):
+        cl.open_image(arr)
+
+
 def small_registration(model="affine"):
     rng = np.random.default_rng(11)
     src = rng.uniform(0, 4, (8, 2))

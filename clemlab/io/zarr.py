@@ -394,24 +394,49 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
 # ---------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------
-def _multiscales(path: Path) -> tuple[Any, dict, dict]:
-    import zarr
-
+def _read_json(path: Path) -> dict:
     try:
-        group = zarr.open_group(str(path), mode="r")
-    except Exception as exc:  # zarr raises several kinds for non-groups
-        raise FileFormatError(f"{_fmt(path)} is a folder but not a zarr group ({exc}); OME-Zarr folders "
-                              "hold .zgroup/.zattrs (zarr v2) or zarr.json (v3)") from None
-    attrs = dict(group.attrs)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FileFormatError(f"cannot read zarr metadata {_fmt(path)} ({type(exc).__name__}: {exc}); "
+                              "the file is damaged: rewrite the OME-Zarr") from None
+    if not isinstance(doc, dict):
+        raise FileFormatError(f"zarr metadata {_fmt(path)} is not a JSON object; the file is damaged: "
+                              "rewrite the OME-Zarr")
+    return doc
+
+
+def _group_attrs(path: Path) -> dict:
+    """A local zarr group's attributes, read from its JSON documents (v3 ``zarr.json``, v2
+    ``.zgroup`` + ``.zattrs``): opening an image needs no zarr-python, whose import alone
+    takes longer than reading a large pyramid's metadata."""
+    if (path / "zarr.json").is_file():
+        meta = _read_json(path / "zarr.json")
+        if meta.get("node_type") != "group":
+            raise FileFormatError(f"{_fmt(path)} is a zarr {meta.get('node_type', 'node')}, not a group; "
+                                  "OME-Zarr images are groups whose metadata lists their levels")
+        attrs = meta.get("attributes") or {}
+    elif (path / ".zgroup").is_file() or (path / ".zattrs").is_file():
+        attrs = _read_json(path / ".zattrs") if (path / ".zattrs").is_file() else {}
+    else:
+        raise FileFormatError(f"{_fmt(path)} is a folder but not a zarr group; OME-Zarr folders "
+                              "hold .zgroup/.zattrs (zarr v2) or zarr.json (v3)")
+    if not isinstance(attrs, dict):
+        raise FileFormatError(f"the attributes of zarr group {_fmt(path)} are not a JSON object; rewrite the OME-Zarr")
+    return attrs
+
+
+def _multiscales(path: Path) -> tuple[dict, dict]:
+    attrs = _group_attrs(path)
     ome = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"
-    ms = ome.get("multiscales")
-    if not ms:
+    ms = ome.get("multiscales") if isinstance(ome, dict) else None
+    if not ms or not isinstance(ms, list) or not isinstance(ms[0], dict):
         raise FileFormatError(
             f"{_fmt(path)} is a zarr group without OME-Zarr 'multiscales' metadata, so its axes and "
             "pixel size are unknown; open the array with zarr/dask and build the image with "
             "clemlab.as_image(data, pixel_size=...)"
         )
-    return group, ms[0], attrs
+    return ms[0], attrs
 
 
 def _level_geometry(ms: dict, k: int, path: Path) -> tuple[tuple[str, ...], dict, dict]:
@@ -454,16 +479,23 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
     from . import RawImage
 
     p = Path(path)
-    group, ms, attrs = _multiscales(p)
+    ms, attrs = _multiscales(p)
     datasets = ms.get("datasets") or []
     if not 0 <= level < len(datasets):
         raise FileFormatError(f"{_fmt(p)} has {len(datasets)} levels; level={level} does not exist")
     dims, sizes, origins = _level_geometry(ms, level, p)
-    layout = v2_layout(p / datasets[level]["path"])
+    where = p / str(datasets[level].get("path", ""))
+    layout = v2_layout(where)
     if layout is not None and chunks is None:
-        data = read_dask(p / datasets[level]["path"], layout)  # chunk files read directly, as written
-    else:
-        arr = group[datasets[level]["path"]]
+        data = read_dask(where, layout)  # chunk files read directly, as written
+    else:  # zarr v3, codecs this module does not read, or other chunks: through zarr-python
+        import zarr
+
+        try:
+            arr = zarr.open_array(str(where), mode="r")
+        except Exception as exc:  # zarr raises several kinds for a missing or damaged array
+            raise FileFormatError(f"level {level} of {_fmt(p)} ({_fmt(where)}) is not a readable zarr array "
+                                  f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete or damaged") from None
         data = da.from_zarr(arr, chunks=chunks if chunks is not None else arr.chunks)
     clem = (attrs.get("clemlab") or {}).get("attrs") or {}
     channels = None
@@ -503,7 +535,7 @@ def open_multiscale(path: str | os.PathLike, **kwargs: Any):
     from . import finish
 
     p = Path(path)
-    _, ms, _ = _multiscales(p)
+    ms, _ = _multiscales(p)
     chunks = kwargs.pop("chunks", None)
     tree = {}
     base = None
