@@ -57,6 +57,8 @@ interpolation error of a different deformation). Run: ``python benchmarks/bench_
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 import time
 

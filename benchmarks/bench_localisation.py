@@ -14,6 +14,8 @@ Run: python benchmarks/bench_localisation.py [--spots 400] [--seeds 3]
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 
 import numpy as np

@@ -14,6 +14,8 @@ Run: python benchmarks/bench_matching.py [--trials 200]
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 import time
 

@@ -31,6 +31,8 @@ read, each once; the last line gives the verdict.
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 import json
 import subprocess

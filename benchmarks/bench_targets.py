@@ -25,6 +25,8 @@ Run: ``python benchmarks/bench_targets.py [--trials 1000] [--n 10]``.
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 import time
 

@@ -39,6 +39,8 @@ printed too); the last line says which are met.
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 import json
 import os
@@ -257,6 +259,13 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def _per_round(a: dict, b: dict) -> str:
+    """Time ratios a / b of the runs of one round (run side by side, so a slow or fast spell of
+    the machine touches both): median and range. For information; the targets use the best runs."""
+    r = sorted(x / y for x, y in zip(a["all_seconds"], b["all_seconds"]))
+    return f"median {float(np.median(r)):.2f}x, {r[0]:.2f}-{r[-1]:.2f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=16384, help="image side in px (multiple of 2048)")
@@ -275,7 +284,8 @@ def main() -> None:
     out = os.path.join(tmp, "out.zarr")
     try:
         print(f"warp {size}x{size}, zarr {CHUNK}^2 chunks, rotation 10 deg + scale 1.1, bilinear, 2 threads, "
-              f"best of {rep} fresh runs, round-robin (load average before: {os.getloadavg()[0]:.2f})")
+              f"best of {rep} fresh runs, round-robin (load average before: {os.getloadavg()[0]:.2f}); "
+              f"clemlab from {_checkout.ROOT if _checkout.ROOT in sys.path[:1] else 'the installed package'}")
         print(f"{'dtype':7} {'engine':18} {'s':>7} {'cpu s':>7} {'Mpx/s':>8} {'RSS MB':>8} {'1st s':>7} "
               f"{'2nd s':>7}  runs (s)")
         results, verdicts = {}, []
@@ -310,7 +320,8 @@ def main() -> None:
             ratios = {o: base / results[(dtype, o)]["mpx_per_s"] for o in names[1:]
                       if not o.startswith("clemlab") and o != "io-floor"}
             for other, ratio in ratios.items():
-                print(f"  {dtype}: clemlab / {other} throughput = {ratio:.2f}x")
+                print(f"  {dtype}: clemlab / {other} throughput = {ratio:.2f}x "
+                      f"(per round: {_per_round(results[(dtype, other)], results[(dtype, 'clemlab')])})")
             first = {o: results[(dtype, "clemlab")]["first_call_seconds"] / results[(dtype, o)]["first_call_seconds"]
                      for o in ratios}
             print(f"  {dtype}: first calls only (fresh memory in every engine): "
@@ -327,7 +338,7 @@ def main() -> None:
             for label in ("clemlab-tps", "clemlab-tps-newton"):
                 r = results[("uint8", label)]
                 print(f"  {label} (50 landmarks) time / affine time = {r['seconds'] / aff['seconds']:.2f}x "
-                      f"(CPU seconds: {r['cpu_seconds'] / aff['cpu_seconds']:.2f}x)")
+                      f"(CPU seconds: {r['cpu_seconds'] / aff['cpu_seconds']:.2f}x; per round: {_per_round(r, aff)})")
             tps = results[("uint8", "clemlab-tps")]["seconds"] / aff["seconds"]
             verdicts.append(("TPS time <= 1.5x affine", tps <= 1.5))
         if doubled:

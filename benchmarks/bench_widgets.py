@@ -14,6 +14,8 @@ Run:  python benchmarks/bench_widgets.py [--clicks 40] [--cycles 100]
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401  (first: this checkout's clemlab, not an installed copy)
+
 import argparse
 import gc
 import os

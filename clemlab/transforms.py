@@ -1270,23 +1270,27 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cdist(a, b, "sqeuclidean")
 
 
-_KERNEL_BLOCK = 1 << 15  # point-control pairs per block of _kernel_sum: 256 kB of float64, and a
-# product small enough for BLAS to keep in the calling thread (see _points_matmul)
+#: point-control pairs per block of _kernel_sum for two weight columns (256 kB of float64),
+#: fewer for more columns: the product stays small enough for BLAS to keep in the calling
+#: thread (see _points_matmul)
+_KERNEL_BLOCK = 1 << 15
 _kernel_scratch = threading.local()
 
 
-def _kernel_sum(u: np.ndarray, controls: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _kernel_sum(u: np.ndarray, controls: np.ndarray, weights: np.ndarray, grad: bool = False) -> np.ndarray:
     """``sum_i weights[i] U(|u - controls[i]|)`` (P, K) for points ``u`` (P, D), controls
-    (M, D) and weights (M, K), with the thin-plate kernel :func:`_tps_kernel_sq`.
+    (M, D) and weights (M, K), with the thin-plate kernel :func:`_tps_kernel_sq`; with
+    ``grad``, the sums of ``(dU/dr) / r = log r² + 1`` (0 at a control) instead, from which the
+    spline's Jacobian is made.
 
     Computed in blocks of points, in two scratch arrays per thread that stay in cache: for the
     10^5 points x 50 controls that planning a spline warp evaluates, whole-size temporaries
-    (44 MB each) took 2-3x as long, mostly in page faults.
+    (44 MB each) took 2-3x as long, mostly in page faults, and memory grew with the points.
     """
     from scipy.spatial.distance import cdist
 
     m = len(controls)
-    rows = max(1, _KERNEL_BLOCK // max(1, m))
+    rows = max(1, 2 * _KERNEL_BLOCK // max(1, m * weights.shape[1]))
     scratch = getattr(_kernel_scratch, "arrays", None)
     if scratch is None or scratch[0].shape[1] != m or len(scratch[0]) < rows:
         scratch = _kernel_scratch.arrays = (np.empty((rows, m)), np.empty((rows, m)))
@@ -1298,9 +1302,15 @@ def _kernel_sum(u: np.ndarray, controls: np.ndarray, weights: np.ndarray) -> np.
         cdist(u[i : i + n], controls, "sqeuclidean", out=d2)
         np.maximum(d2, tiny, out=lg)  # r = 0: 0 * log(tiny) = 0, no masked log
         np.log(lg, out=lg)
-        d2 *= lg
-        np.matmul(d2, weights, out=out[i : i + n])
-    out *= 0.5  # U = r² log r = d2 log(d2) / 2
+        if grad:
+            lg += 1.0
+            np.copyto(lg, 0.0, where=d2 == 0)
+            np.matmul(lg, weights, out=out[i : i + n])
+        else:
+            d2 *= lg
+            np.matmul(d2, weights, out=out[i : i + n])
+    if not grad:
+        out *= 0.5  # U = r² log r = d2 log(d2) / 2
     return out
 
 
@@ -1360,14 +1370,12 @@ class ThinPlateSpline(_NonLinear):
     def _jacobian(self, pts):
         u = self._u(pts)
         cu = self._u(self._controls)
-        d2 = _sq_dists(u, cu)
-        g = np.zeros_like(d2)
-        np.log(d2, out=g, where=d2 > 0)
-        g[d2 > 0] += 1.0  # (dU/dr) / r = 2 log r + 1 = log r² + 1, zero at the controls
-        # d f_k / d u_j = sum_i w_ik g_i (u_j - c_ij) + A_jk
+        # d f_k / d u_j = sum_i w_ik g_i (u_j - c_ij) + A_jk, g_i = (dU/dr) / r at |u - c_i|
         n, d = u.shape
+        k = self._weights.shape[1]
         wc = (self._weights[:, :, None] * cu[:, None, :]).reshape(len(cu), -1)  # (M, K*J)
-        jac = _points_matmul(g, self._weights)[:, :, None] * u[:, None, :] - _points_matmul(g, wc).reshape(n, -1, d)
+        sums = _kernel_sum(u, cu, np.hstack([self._weights, wc]), grad=True)  # (n, K + K*J)
+        jac = sums[:, :k, None] * u[:, None, :] - sums[:, k:].reshape(n, k, d)
         return (jac + self._affine[1:].T[None]) / self._scale
 
     def _reverse_guess(self):

@@ -363,9 +363,9 @@ def test_tps_agrees_with_scikit_image():
 
 
 def test_tps_blocked_evaluation_matches_the_dense_formula():
-    """Many points go through the kernel sum in blocks with per-thread scratch arrays: blocks
+    """Many points go through the kernel sums in blocks with per-thread scratch arrays: blocks
     that end mid-array, splines of other sizes and dimensions in turn, and another thread
-    must all give the dense ``f(p) = a + A u + sum_i w_i U(|u - c_i|)``."""
+    must all give the dense ``f(p) = a + A u + sum_i w_i U(|u - c_i|)``, and its derivative."""
     import threading
 
     rng = np.random.default_rng(16)
@@ -382,10 +382,16 @@ def test_tps_blocked_evaluation_matches_the_dense_formula():
         src = rng.uniform(0, 100, (n, d))
         splines.append(T.ThinPlateSpline.from_estimate(src, src + rng.normal(0, 2, (n, d))))
     rows = T._KERNEL_BLOCK // 50
+    def dense_jacobian(tps, p, h=1e-5):  # central differences of the dense formula, (P, K, J)
+        cols = [(dense(tps, p + e) - dense(tps, p - e)) / (2 * h) for e in np.eye(p.shape[1]) * h]
+        return np.stack(cols, axis=-1)
+
     for tps in splines + splines[:1]:
         p = rng.uniform(-10, 110, (3 * rows + 17, tps.ndim))
         p[5] = tps.controls[3]  # r = 0 exactly: U(0) = 0
         np.testing.assert_allclose(tps(p), dense(tps, p), rtol=0, atol=1e-9)
+        # the Jacobian's kernel sums (several weight columns: smaller blocks), r = 0 included
+        np.testing.assert_allclose(tps._jacobian(p), dense_jacobian(tps, p), rtol=0, atol=1e-5)
     got = {}
     worker = threading.Thread(target=lambda: got.setdefault("p", splines[1](p[:, :2])))
     worker.start()
