@@ -1237,10 +1237,11 @@ class Polynomial(_NonLinear):
         return cls(coef.T, order, centre, scale)
 
 
-def _tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
+def _tps_kernel_sq(d2: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
     """``U = r^2 log r`` from squared distances ``d2 = r^2`` (``U(0) = 0``): the 2-D
-    thin-plate kernel, as BigWarp and scikit-image use it, in 2-D and 3-D. In place."""
-    lg = np.maximum(d2, np.finfo(d2.dtype).tiny)  # r = 0: 0 * log(tiny) = 0, no masked log
+    thin-plate kernel, as BigWarp and scikit-image use it, in 2-D and 3-D. In place
+    (``scratch``: an optional work array of ``d2``'s shape)."""
+    lg = np.maximum(d2, np.finfo(d2.dtype).tiny, out=scratch)  # r = 0: 0 * log(tiny) = 0, no masked log
     np.log(lg, out=lg)
     d2 *= lg
     d2 *= 0.5
@@ -1300,17 +1301,14 @@ def _kernel_sum(u: np.ndarray, controls: np.ndarray, weights: np.ndarray, grad: 
         n = min(rows, len(u) - i)
         d2, lg = scratch[0][:n], scratch[1][:n]
         cdist(u[i : i + n], controls, "sqeuclidean", out=d2)
-        np.maximum(d2, tiny, out=lg)  # r = 0: 0 * log(tiny) = 0, no masked log
-        np.log(lg, out=lg)
         if grad:
+            np.maximum(d2, tiny, out=lg)  # no log(0) warning; the controls themselves are zeroed below
+            np.log(lg, out=lg)
             lg += 1.0
             np.copyto(lg, 0.0, where=d2 == 0)
             np.matmul(lg, weights, out=out[i : i + n])
         else:
-            d2 *= lg
-            np.matmul(d2, weights, out=out[i : i + n])
-    if not grad:
-        out *= 0.5  # U = r² log r = d2 log(d2) / 2
+            np.matmul(_tps_kernel_sq(d2, lg), weights, out=out[i : i + n])
     return out
 
 
