@@ -121,8 +121,8 @@ class RigidProjection(Transform):
 
     @classmethod
     def n_params(cls, ndim: int, *, n_points: int = 0, **options) -> int:
-        """Rotation (3), scale, 2-D translation, and the axial scale when it is fitted
-        (``axial_scale=True``); the count does not depend on ``ndim``."""
+        # rotation (3), scale, 2-D translation, and the axial scale when it is fitted
+        # (axial_scale=True, not a given number); the same for any ndim
         cls._check_options(options)
         return 6 + int(options.get("axial_scale", False) is True)
 

@@ -169,8 +169,8 @@ class ThinPlateSpline(NonLinearTransform):
 
     @classmethod
     def n_params(cls, ndim: int, *, n_points: int = 0, **options) -> int:
-        """Effective parameters: as many as the landmarks' coordinates (``ndim * n_points``),
-        at least those of the affine part; smoothing does not change the count."""
+        # effective parameters: as many as the landmarks' coordinates, at least those of the
+        # affine part; smoothing does not change the count
         cls._check_options(options)
         return ndim * max(n_points, ndim + 1)
 
