@@ -91,13 +91,7 @@ def _model_name(cls: type[_tf.Transform], options: dict) -> str:
 
 
 def _n_params(cls, ndim: int, n: int, options: dict) -> int:
-    if cls is _tf.ThinPlateSpline:
-        return cls.n_params(ndim, n)
-    if cls is _tf.Polynomial:
-        return cls.n_params(ndim, options.get("order", 2))
-    if cls is _tf.RigidProjection:
-        return cls.n_params(3, options.get("axial_scale") is True)
-    return cls.n_params(ndim)
+    return cls.n_params(ndim, n_points=n, **options)
 
 
 def _linear_scale(tf: _tf.Transform, src: np.ndarray) -> float:

@@ -12,6 +12,8 @@ from scipy.spatial.transform import Rotation
 
 from clemlab import transforms as T
 from clemlab.errors import RegistrationError, TransformError
+from clemlab.transforms.polynomial import monomial_exponents
+from clemlab.transforms.rotations import rotation_matrix_2d, rotvec_to_matrix
 
 MODELS = [T.Identity, T.Translation, T.Rigid, T.Similarity, T.Affine]
 NDIMS = [2, 3]
@@ -20,7 +22,7 @@ NDIMS = [2, 3]
 def random_transform(cls, ndim, rng):
     """A non-trivial instance of ``cls`` in ``ndim`` dims."""
     rot = (
-        T._rotation_2d(rng.uniform(-np.pi, np.pi))
+        rotation_matrix_2d(rng.uniform(-np.pi, np.pi))
         if ndim == 2
         else Rotation.random(random_state=int(rng.integers(1 << 30))).as_matrix()
     )
@@ -238,12 +240,44 @@ def test_programmer_errors_raise():
         T.transform_from_dict({"type": "Affine", "ndim": 2})
 
 
+@pytest.mark.parametrize("name", sorted(T.MODELS))
+def test_n_params_one_signature_counts_the_parameter_jacobian(name):
+    """Every model counts its parameters as ``n_params(ndim, n_points=, **options)`` with the
+    options its estimation takes; the count is the width of the fitted model's parameter
+    Jacobian (the thin-plate spline: one coefficient per landmark and axis)."""
+    cls = T.MODELS[name]
+    rng = np.random.default_rng(17)
+    cases = {"polynomial": [(2, {"order": 2}), (2, {"order": 3})],
+             "rigid-projection": [(3, {"axial_scale": True}), (3, {"axial_scale": 0.9})],
+             "rigid": [(2, {"allow_reflection": True}), (3, {})],
+             "similarity": [(2, {}), (3, {"allow_reflection": False})],
+             "tps": [(2, {"smoothing": 0.1}), (3, {"bigwarp": True})]}.get(name, [(2, {}), (3, {})])
+    for d, options in cases:
+        n = 30
+        src = rng.uniform(0, 30, (n, d))
+        if name == "rigid-projection":
+            dst = T.RigidProjection(Rotation.random(random_state=4).as_matrix(), 1.1, [2.0, 3.0], 0.9)(src)
+        else:
+            dst = src @ (np.eye(d) + rng.normal(0, 0.05, (d, d))).T + rng.normal(0, 0.1, (n, d)) + 5
+        tf = cls.from_estimate(src, dst, **options)
+        assert tf, tf
+        p = cls.n_params(d, n_points=n, **options)
+        if name == "tps":
+            assert p == d * n
+        else:
+            assert tf.param_jacobian(src[:4]).shape == (4, tf.ndim_out, p)
+        with pytest.raises(TypeError, match="unexpected options"):
+            cls.n_params(d, n_points=n, **options, no_such_option=1)
+        with pytest.raises(TypeError, match="unexpected options"):
+            cls.from_estimate(src, dst, **options, no_such_option=1)
+
+
 # ---------------------------------------------------------------------------------------
 # projective, polynomial, thin-plate spline
 # ---------------------------------------------------------------------------------------
 def _homography(rng, d=2):
     m = np.eye(d + 1)
-    m[:d, :d] = T._rotation_2d(rng.uniform(-3, 3)) * rng.uniform(0.5, 2) if d == 2 else Rotation.random(
+    m[:d, :d] = rotation_matrix_2d(rng.uniform(-3, 3)) * rng.uniform(0.5, 2) if d == 2 else Rotation.random(
         random_state=int(rng.integers(1000))).as_matrix()
     m[:d, d] = rng.uniform(-20, 20, d)
     m[d, :d] = rng.uniform(-2e-3, 2e-3, d)
@@ -299,7 +333,7 @@ def test_projective_refinement_minimises_geometric_error():
 @pytest.mark.parametrize("order", [2, 3])
 def test_polynomial_contract(order):
     rng = np.random.default_rng(12)
-    m = len(T._monomial_exponents(order))
+    m = len(monomial_exponents(order))
     coef = rng.normal(0, 1, (2, m)) * 0.05
     coef[0, 0], coef[1, 0], coef[0, 1], coef[1, 2] = 100.0, -40.0, 20.0, 20.0
     tf = T.Polynomial(coef, order, centre=(1e4, 2e4), scale=50.0)  # stage-like coordinates
@@ -365,33 +399,38 @@ def test_tps_agrees_with_scikit_image():
 def test_tps_blocked_evaluation_matches_the_dense_formula():
     """Many points go through the kernel sums in blocks with per-thread scratch arrays: blocks
     that end mid-array, splines of other sizes and dimensions in turn, and another thread
-    must all give the dense ``f(p) = a + A u + sum_i w_i U(|u - c_i|)``, and its derivative."""
+    must all give the dense ``f(p) = a + A u + sum_i w_i U(|u - c_i|)`` (from the spline's
+    serialised parameters), and its derivative."""
     import threading
 
     rng = np.random.default_rng(16)
 
     def dense(tps, p):
-        u = (p - tps._centre) / tps._scale
-        c = (tps.controls - tps._centre) / tps._scale
+        d = tps.to_dict()
+        centre, scale = np.array(d["centre"]), d["scale"]
+        affine, weights = np.array(d["affine"]), np.array(d["weights"])
+        u = (p - centre) / scale
+        c = (np.array(d["controls"]) - centre) / scale
         d2 = ((u[:, None, :] - c[None, :, :]) ** 2).sum(-1)
         k = np.where(d2 > 0, 0.5 * d2 * np.log(np.where(d2 > 0, d2, 1.0)), 0.0)
-        return k @ tps._weights + u @ tps._affine[1:] + tps._affine[0]
+        return k @ weights + u @ affine[1:] + affine[0]
 
     splines = []
     for n, d in ((50, 2), (7, 2), (30, 3)):
         src = rng.uniform(0, 100, (n, d))
         splines.append(T.ThinPlateSpline.from_estimate(src, src + rng.normal(0, 2, (n, d))))
-    rows = T._KERNEL_BLOCK // 50
+
     def dense_jacobian(tps, p, h=1e-5):  # central differences of the dense formula, (P, K, J)
         cols = [(dense(tps, p + e) - dense(tps, p - e)) / (2 * h) for e in np.eye(p.shape[1]) * h]
         return np.stack(cols, axis=-1)
 
     for tps in splines + splines[:1]:
-        p = rng.uniform(-10, 110, (3 * rows + 17, tps.ndim))
+        # a prime number of points: several blocks of any size, the last one partial
+        p = rng.uniform(-10, 110, (5003, tps.ndim))
         p[5] = tps.controls[3]  # r = 0 exactly: U(0) = 0
         np.testing.assert_allclose(tps(p), dense(tps, p), rtol=0, atol=1e-9)
         # the Jacobian's kernel sums (several weight columns: smaller blocks), r = 0 included
-        np.testing.assert_allclose(tps._jacobian(p), dense_jacobian(tps, p), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(tps.jacobian(p), dense_jacobian(tps, p), rtol=0, atol=1e-5)
     got = {}
     worker = threading.Thread(target=lambda: got.setdefault("p", splines[1](p[:, :2])))
     worker.start()
@@ -450,7 +489,7 @@ def test_rigid_projection_contract():
     assert pj.shape == (3, 2, 6)
     num_s = (T.RigidProjection(rot, 1.2 + eps, [10.0, -4.0], 0.9)(src[:3]) - y[:3]) / eps
     np.testing.assert_allclose(pj[:, :, 3], num_s, atol=1e-5)
-    small = T._rotvec_to_matrix(np.array([0, 0, eps]))
+    small = rotvec_to_matrix(np.array([0, 0, eps]))
     num_w = (T.RigidProjection(small @ rot, 1.2, [10.0, -4.0], 0.9)(src[:3]) - y[:3]) / eps
     np.testing.assert_allclose(pj[:, :, 2], num_w, atol=1e-4)
 
