@@ -209,6 +209,39 @@ def test_map_points_carries_errors_and_flags_extrapolation():
     np.testing.assert_allclose(reg.target_error(q, 0.05), withfle.error)
 
 
+def test_mapped_points_errors_only_where_they_describe_the_rows():
+    """Arithmetic, rows and numpy functions give plain arrays; copies and pickles keep errors."""
+    import copy
+    import pickle
+
+    _, src, dst = noisy_pairs()
+    reg = register(Landmarks.from_points(src, dst))
+    q = np.array([[25.0, 25.0], [500.0, 500.0], [10.0, 40.0]])
+    mp = reg.map_points(q)
+    for derived in (mp - reg.transform(q), mp[::-1], mp[:2], mp[0], mp * 1e3, mp.mean(axis=0),
+                    np.concatenate([mp, mp]), np.linalg.norm(mp, axis=1)):
+        assert type(derived) is np.ndarray
+    np.testing.assert_array_equal(mp[::-1], reg.transform(q)[::-1])
+    for kept in (mp.copy(), copy.deepcopy(mp), pickle.loads(pickle.dumps(mp))):
+        assert isinstance(kept, MappedPoints) and kept.dof == mp.dof
+        np.testing.assert_array_equal(kept, mp)
+        np.testing.assert_array_equal(kept.error, reg.predicted_error(q))
+        np.testing.assert_array_equal(kept.covariance, mp.covariance)
+        np.testing.assert_array_equal(kept.outside_hull, mp.outside_hull)
+    assert mp.outside_hull[:2].tolist() == [False, True] and mp.T.error is None
+    with pytest.raises(RegistrationError, match="view derived from them"):
+        mp.T.ellipses()
+
+
+def test_robust_deactivates_outliers_in_its_copy_only():
+    _, src, dst = noisy_pairs(n=15, sigma=0.01)
+    dst[2] += [4.0, -3.0]
+    lms = Landmarks.from_points(src, dst)
+    reg = register(lms, robust=True)
+    assert reg.outliers == ["P3"] and reg.landmarks.active.tolist() == [i != 2 for i in range(15)]
+    assert lms.active.all()
+
+
 def test_error_map_on_image_grid():
     true, src, dst = noisy_pairs()
     reg = register(Landmarks.from_points(src, dst))
