@@ -12,10 +12,12 @@ from .nodes import _plan_nodes
 
 
 def _plan(index_map: _IndexMap, chunks: np.ndarray, tol: float) -> list:
-    """How each 2-D chunk (rows of :func:`_chunk_rows`) of a non-linear map is resampled.
+    """How each 2-D chunk (rows of :func:`~clemlab.resample.index_map._chunk_rows`) of a
+    non-linear map is resampled.
 
-    Per chunk ``("cells", (boxes, matrices, remaps))`` (:func:`cell_affines`; ``remaps``: per
-    box left to ``cv2.remap``, ``(box, values, spacing)`` of its own coarse nodes) or
+    Per chunk ``("cells", (boxes, matrices, remaps))``
+    (:func:`~clemlab.resample.cells.cell_affines`; ``remaps``: per box left to ``cv2.remap``,
+    ``(box, values, spacing)`` of its own coarse nodes) or
     ``("nodes", (values, spacing))`` (:func:`~clemlab.resample.nodes._coarse_nodes`, for
     :func:`~clemlab.resample.kernel._remap_strips`), the whole chunk through ``cv2.remap``.
     Planned for a group of chunks in one task: each step evaluates the map once for the whole
