@@ -60,8 +60,9 @@ _EXPORTS = {
     "RigidProjection": "transforms",
     "plot_residuals": "viz",
     "plot_error_map": "viz",
-    "warp": "warp",
-    "correlate": "warp",
+    "warp": "resample",
+    "correlate": "correlate",
+    "stack_channels": "correlate",
     "detect_fiducials": "fiducials",
     "match_fiducials": "fiducials",
     "FiducialMatch": "fiducials",
@@ -84,14 +85,14 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 # Registers the ``.clem`` DataArray accessor (xarray, numpy: light enough to load now).
 from . import image as _image  # noqa: E402,F401
 
-# ``warp`` names both a module and its main function. Loading the (light) module now, before
-# binding the function, keeps ``clemlab.warp`` the function: Python binds a submodule to its
-# package only on the submodule's first import.
-from . import warp as _warp_module  # noqa: E402,F401
-from .warp import correlate, warp  # noqa: E402,F401
+# ``correlate`` names both a module and its function. Python binds a submodule to its package
+# (as the attribute ``clemlab.correlate``) on the submodule's first import only, so importing
+# the (light) module here, and then binding the function over it, keeps ``clemlab.correlate``
+# the function however the module is imported later (``from clemlab.correlate import ...``).
+from .correlate import correlate, stack_channels  # noqa: E402,F401
 
 _SUBMODULES = {"datasets", "errors", "fiducials", "image", "io", "landmarks", "mosaic", "registration",
-               "targets", "transforms", "viz", "widgets"}
+               "resample", "targets", "transforms", "viz", "widgets"}
 
 
 def __getattr__(name: str):

@@ -48,7 +48,7 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
     from .fiducials import detect_fiducials, match_fiducials
     from .io import write_ome_tiff
     from .viz import plot_overlay
-    from .warp import correlate, stack_channels
+    from .correlate import correlate, stack_channels
 
     t0 = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)

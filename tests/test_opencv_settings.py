@@ -68,7 +68,7 @@ def test_sampling_error_bounds_where_opencv_samples(dtype):
 
 
 def test_map_tolerance_keeps_the_position_bound():
-    from clemlab.warp import POSITION_BOUND_PX, map_tolerance
+    from clemlab.resample import POSITION_BOUND_PX, map_tolerance
 
     assert map_tolerance() == pytest.approx(0.04)  # scipy: exact positions
     for dtype in (np.uint8, np.uint16, np.int16, np.float32):

@@ -111,9 +111,7 @@ def test_correlate_and_stack_channels():
     assert set(corr.data_vars) == {"EM", "LM"}
     assert corr["LM"].dims == ("c", "y", "x") and corr.attrs["frame"] == "EM"
     np.testing.assert_allclose(corr["LM"].values, cl.warp(lm, TF, like=em).values, atol=1)
-    from clemlab.warp import stack_channels
-
-    st = stack_channels(corr)
+    st = cl.stack_channels(corr)
     assert list(st.c.values) == ["EM", "a", "b"] and st.dtype == np.uint16
     assert cl.is_image(st) and st.clem.frame == "EM"
 
@@ -131,12 +129,13 @@ def test_bad_input():
         cl.warp(lm, np.eye(3), like=em)
 
 
-def test_clemlab_warp_stays_the_function_after_module_import():
+def test_clemlab_correlate_stays_the_function_after_module_import():
     import subprocess
     import sys
 
     code = (
-        "from clemlab.warp import stack_channels\nimport clemlab, inspect\n"
-        "assert inspect.isfunction(clemlab.warp) and clemlab.warp.__module__ == 'clemlab.warp'\n"
+        "from clemlab.correlate import stack_channels\nimport clemlab, inspect\n"
+        "assert inspect.isfunction(clemlab.correlate) and clemlab.correlate.__module__ == 'clemlab.correlate'\n"
+        "assert inspect.isfunction(clemlab.warp) and clemlab.stack_channels is stack_channels\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

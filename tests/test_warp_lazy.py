@@ -14,7 +14,8 @@ from scipy import ndimage
 import clemlab as cl
 from clemlab import transforms as T
 from clemlab.errors import ImageError
-from clemlab.warp import POSITION_BOUND_PX, coarse_map, map_tolerance
+from clemlab.resample import POSITION_BOUND_PX, map_tolerance
+from clemlab.resample.nodes import coarse_map
 
 
 class CountingArray:
@@ -199,7 +200,7 @@ def test_nonlinear_map_within_bound_of_exact_evaluation():
     err = _position_error(tf, src, dst)
     assert err.max() < POSITION_BOUND_PX  # map tolerance + OpenCV's sampling error + float32 rounding
     # the coarse map itself, against exact evaluation, stays within map_tolerance()
-    from clemlab.warp import _IndexMap, _grid_matrix
+    from clemlab.resample.index_map import _grid_matrix, _IndexMap
 
     imap = _IndexMap(tf, _grid_matrix(src), _grid_matrix(dst))
     maps, spacing, est = coarse_map(imap, (40, 50), (150, 170), np.zeros(2), np.float64)
@@ -226,7 +227,8 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
     noise 0.02 px: 35 cells of 64-256 px) is tiled by cells that cover the chunk once, each affine to within
     map_tolerance() of exact evaluation at every pixel; the warp through it samples within
     0.05 px; a strong swirl is refused (None) and goes through cv2.remap instead."""
-    from clemlab.warp import _CELL_AREA, _CELL_MAX, _IndexMap, _grid_matrix, cell_affines
+    from clemlab.resample.cells import _CELL_AREA, _CELL_MAX, cell_affines
+    from clemlab.resample.index_map import _grid_matrix, _IndexMap
 
     rng = np.random.default_rng(21)
     src = cl.as_image(np.zeros((1100, 1200), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
@@ -280,7 +282,7 @@ def test_smooth_maps_are_resampled_as_affine_cells_within_bound(shape):
 def test_affine_fits_recover_affine_maps_and_fail_on_nan():
     """The cell fit returns OpenCV's (x, y) matrix of an affine map exactly (deviation 0) on
     uniform and on uneven (merged odd-sided pairs) lattices; a NaN value fails the cell."""
-    from clemlab.warp import _affine_fits
+    from clemlab.resample.cells import _affine_fits
 
     a = np.array([[0.9, 0.2, 13.0], [-0.15, 1.05, -7.0]])  # source (row, col) = a @ (row, col, 1)
     rows = np.array([[0.0, 16, 32, 48, 64], [0.0, 24.5, 49, 73.5, 98]])
@@ -303,7 +305,9 @@ def test_cells_leave_a_sharp_fold_to_remap_within_bound():
     through cv2.remap (their own coarse nodes). Cells and boxes cover the chunk once, within
     the OpenCV call budget, and every output pixel of the boxes samples within 0.05 px of the
     exact spline; so do random pixels of the whole chunk. Without the fold nothing is left."""
-    from clemlab.warp import _CELL_AREA, _REMAP_SHARE, _IndexMap, _chunk_rows, _grid_matrix, _plan
+    from clemlab.resample.cells import _CELL_AREA, _REMAP_SHARE
+    from clemlab.resample.index_map import _chunk_rows, _grid_matrix, _IndexMap
+    from clemlab.resample.plan import _plan
 
     rng = np.random.default_rng(21)
     src = cl.as_image(np.zeros((1100, 1200), np.float32), pixel_size=0.01, origin=(STAGE, STAGE), modality="EM")
@@ -352,7 +356,8 @@ def test_remap_strips_sample_the_bilinear_node_map(g):
     for node spacings of 8 x odd (two stages) and others (one stage), odd chunk shapes and
     chunks thinner than one strip or one node interval."""
     from clemlab import _opencv
-    from clemlab.warp import _remap_strips, _upsample, node_positions
+    from clemlab.resample.kernel import _remap_strips
+    from clemlab.resample.nodes import _upsample, node_positions
 
     cv2 = _opencv.load()
     rows, cols = np.mgrid[0:1400, 0:1400].astype(np.float32)
@@ -399,9 +404,8 @@ def test_nonlinear_warps_match_scipy_reference():
 def test_nonlinear_chunks_are_planned_once_per_group(monkeypatch):
     """Non-linear maps: one planning task per group of up to _PLAN_GROUP² chunks, shared by
     every channel chunk; each chunk's pixels equal resampling it with a plan of its own."""
-    import sys
-
-    W = sys.modules["clemlab.warp"]  # the module (clemlab.warp is the function)
+    from clemlab.resample import graph as W
+    from clemlab.resample.task import _resample
     calls = []
     plan = W._plan
     monkeypatch.setattr(W, "_plan", lambda imap, chunks, tol: calls.append(len(chunks)) or plan(imap, chunks, tol))
@@ -431,7 +435,7 @@ def test_nonlinear_chunks_are_planned_once_per_group(monkeypatch):
         spec = task[2]
         (y0, y1), (x0, x1) = ((a, b) for a, b in zip(spec["lo"], spec["hi"]))
         c = key[1]
-        alone = W._resample(lm.values[c : c + 1, y0:y1, x0:x1], spec)  # planned by itself
+        alone = _resample(lm.values[c : c + 1, y0:y1, x0:x1], spec)  # planned by itself
         (r, cc), (h, w) = spec["out_start"], spec["out_shape"]
         np.testing.assert_array_equal(got[c : c + 1, r : r + h, cc : cc + w], alone)
 

@@ -69,7 +69,7 @@ def _as_writable_image(obj: Any):
     from ..image import check_image
 
     if isinstance(obj, xr.Dataset):
-        from ..warp import stack_channels
+        from ..correlate import stack_channels
 
         if not {"EM", "LM"} <= set(obj.data_vars):
             raise ImageError("a Dataset to write must come from clemlab.correlate (variables 'EM' and 'LM')")

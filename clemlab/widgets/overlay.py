@@ -55,7 +55,7 @@ class OverlayViewer:
                  figsize: tuple[float, float] = (6.0, 6.0)):
         import ipywidgets as w
 
-        from ..warp import correlate
+        from ..correlate import correlate
 
         if isinstance(corr_or_em, xr.Dataset):
             if lm is not None:

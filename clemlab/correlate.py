@@ -1,0 +1,127 @@
+"""EM and LM on one grid: :func:`correlate` (a lazy two-variable Dataset) and
+:func:`stack_channels` (one multi-channel image from it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import ImageError
+from .image import check_image
+from .resample import warp
+from .resample.index_map import as_transform
+
+__all__ = ["correlate", "stack_channels"]
+
+
+def _level_image(obj: Any, level: int | None, argname: str, finer_than: float | None = None) -> xr.DataArray:
+    """An image from a DataArray or one level of a multiscale DataTree (``scale{k}``)."""
+    if not isinstance(obj, xr.DataTree):
+        return obj
+    names = sorted((k for k in obj.children if k.startswith("scale")), key=lambda k: int(k[5:]))
+    if not names:
+        raise ImageError(f"{argname}: a multiscale DataTree needs children scale0, scale1, ...; got {list(obj.children)}")
+
+    def img(k):
+        ds = obj[k].to_dataset()
+        return ds["image"] if "image" in ds else next(iter(ds.data_vars.values()))
+
+    if level is None and finer_than is not None:  # coarsest level still at least as fine
+        pick = names[0]
+        for k in names:
+            if min(img(k).clem.pixel_size.values()) <= finer_than * (1 + 1e-6):
+                pick = k
+        return img(pick)
+    k = f"scale{level or 0}"
+    if k not in names:
+        raise ImageError(f"{argname} has levels {names}; level={level!r} is not one of them")
+    return img(k)
+
+
+def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int | None = None,
+              order: int = 1, chunks: Any = None) -> xr.Dataset:
+    """Put EM and LM on one grid: a lazy :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    em : xarray.DataArray or xarray.DataTree
+        EM image, dims ``(y, x)``, or a multiscale tree (children ``scale0``, ``scale1``, ...).
+    lm : xarray.DataArray or xarray.DataTree
+        LM image, dims ``([c,] y, x)``, or a multiscale tree.
+    transform : Transform or Registration
+        Maps LM-frame points to EM-frame points (µm, ``(x, y)``).
+    frame : {"EM", "LM"}
+        Grid of the result: the EM grid (LM warped onto it) or the LM grid (EM warped).
+    level : int, optional
+        Pyramid level of the tree that gives the grid; only that level is read. The other
+        modality, if a tree, is read at its coarsest level still as fine as that grid.
+        Default 0 for the grid.
+    order : int
+        Interpolation order of the warped modality.
+    chunks : optional
+        Output chunks, as for :func:`warp`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``"EM"`` and ``"LM"`` (dims ``([c,] y, x)``) on the chosen grid, lazy;
+        attrs ``frame`` and ``clem:transform_lm_to_em``; given a Registration, also
+        ``clem:registration`` and ``clem:landmarks`` (its ``to_dict()`` and its landmarks'
+        JSON form), which :func:`clemlab.write_ome_zarr` stores in the group attrs.
+    """
+    if frame not in ("EM", "LM"):
+        raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
+    tf = as_transform(transform)
+    if frame == "EM":
+        em = check_image(_level_image(em, level, "em"), "em")
+        lm = check_image(_level_image(lm, None, "lm", min(em.clem.pixel_size.values())), "lm")
+        fixed, moved = em, warp(lm, tf, like=em, order=order, chunks=chunks)
+        data = {"EM": fixed, "LM": moved}
+        name = em.attrs.get("frame", "EM")
+    else:
+        lm = check_image(_level_image(lm, level, "lm"), "lm")
+        em = check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em")
+        moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks)
+        data = {"EM": moved, "LM": lm}
+        name = lm.attrs.get("frame", "LM")
+    attrs = {"frame": name, "clem:transform_lm_to_em": tf.to_dict()}
+    if tf is not transform and hasattr(transform, "to_dict") and hasattr(transform, "landmarks"):
+        # a Registration: keep it (and its landmarks) with the data, so write_ome_zarr stores them
+        attrs["clem:registration"] = transform.to_dict()
+        attrs["clem:landmarks"] = transform.landmarks.to_json_dict()
+    return xr.Dataset(data, attrs=attrs)
+
+
+def stack_channels(corr: xr.Dataset, dtype: Any = None) -> xr.DataArray:
+    """One multi-channel image ``(c, y, x)`` from a correlated dataset, EM first.
+
+    Parameters
+    ----------
+    corr : xarray.Dataset
+        Output of :func:`correlate`.
+    dtype : numpy dtype, optional
+        Common dtype; default the one numpy promotes the variables to.
+
+    Returns
+    -------
+    xarray.DataArray
+        Channels ``"EM"`` then the LM channel names, grid coords, the grid frame's attrs and
+        the LM colours. Lazy when the inputs are.
+    """
+    em, lm = corr["EM"], corr["LM"]
+    if "c" not in lm.dims:
+        lm = lm.expand_dims(c=[lm.name or "LM"])
+    em = em.expand_dims(c=["EM"])
+    dtype = np.result_type(em.dtype, lm.dtype) if dtype is None else np.dtype(dtype)
+    out = xr.concat([em.astype(dtype), lm.astype(dtype)], dim="c", coords="minimal",
+                    compat="override", combine_attrs="override")
+    base = corr["EM"] if corr.attrs.get("frame", "EM") == corr["EM"].attrs.get("frame", "EM") else corr["LM"]
+    out.attrs = dict(base.attrs)
+    colors = {"EM": "#ffffff"} | dict(lm.attrs.get("colors") or {})
+    out.attrs["colors"] = colors
+    out.attrs["modality"] = "CLEM"
+    out.name = "correlated"
+    return out
