@@ -64,7 +64,7 @@ def _exists_error(p: Path) -> FileFormatError:
 
 
 def check_writable(path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Check that ``path`` can be written; return it as a ``Path``.
+    """Check that ``path`` can be written; return ``Path(path)``.
 
     Parameters
     ----------
@@ -95,7 +95,7 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = True) -> Path:
             f"cannot write {p}: folder {folder} is not writable ({exc.strerror}); choose another path"
         ) from None
     os.unlink(probe)
-    return p
+    return Path(path)
 
 
 def _fsync(path: str) -> None:
@@ -146,7 +146,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
     Returns
     -------
     pathlib.Path
-        The path written.
+        ``Path(path)``.
 
     Raises
     ------
@@ -154,7 +154,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
         See :func:`check_writable`; whatever ``write`` raises passes through, with the
         temporary file removed and the old file untouched.
     """
-    p = check_writable(path, overwrite=overwrite)
+    check_writable(path, overwrite=overwrite)
+    p = _destination(path)
     tmp = _create_temp(p, ".tmp")
     try:
         write(tmp)
@@ -164,7 +165,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return p
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
