@@ -1,71 +1,178 @@
-"""Atomic file writes: a temporary file in the target folder, then ``os.replace``.
+"""Atomic file writes: the one helper every clemlab writer uses.
 
-A reader never sees a half-written file, and a failed write leaves the old file intact.
+A file is written whole under a temporary name in its destination folder, flushed to disk,
+then moved onto its name in one step (``os.replace``, or ``os.link`` where an existing file
+must not be replaced). A reader never sees a half-written file, and a write that fails or is
+interrupted leaves the old file (if any) as it was and no temporary file behind.
+
+Permissions. The result has the permissions a plain ``open(path, "w")`` would give it:
+
+- a new file gets ``0o666`` less the process umask (and the folder's default ACL, where one
+  is set). The temporary file is created with ``os.open(..., 0o666)``, so the operating system
+  applies the umask (or ACL) itself at creation. This reads no umask: ``os.umask`` can only
+  be read by setting it, a process-wide change other threads would see meanwhile, and
+  ``/proc/self/status`` exists on Linux only; nor does it depend on the umask staying what
+  it was when clemlab was imported.
+- a file that replaces another keeps the permission bits of the file it replaces.
+
+``tempfile.mkstemp`` is not used for the temporary file: it creates owner-only (0600) files,
+which would have to be widened afterwards by guessing the umask.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import FileFormatError
 
+__all__ = ["atomic_write", "atomic_write_text", "check_writable"]
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Check that ``path``'s folder exists and accepts new files; return ``Path(path)``.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
-    Raises :class:`FileFormatError` naming the folder, so a caller can fail at set-up time
-    rather than when the first edit is saved.
-    """
+
+def _destination(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; a symbolic link stands for the file it points to (as for ``open``)."""
     p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileFormatError(f"cannot write {p}: folder {folder} does not exist; create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{p.name}.", suffix=".check")
-    except OSError as exc:
-        raise FileFormatError(
-            f"cannot write {p}: folder {folder} is not writable ({exc.strerror}); choose another path"
-        ) from None
-    os.close(fd)
-    os.unlink(tmp)
-    return p
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` to produce the file, then move it over ``path`` atomically.
+def _folder(p: Path) -> Path:
+    return p.parent if str(p.parent) else Path(".")
+
+
+def _create_temp(p: Path, suffix: str) -> str:
+    """Create an empty, closed file beside ``p`` with mode 0o666 less the umask; its path."""
+    folder = _folder(p)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{p.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileFormatError(f"cannot write {p}: no free temporary name in {folder}")  # pragma: no cover
+
+
+def _exists_error(p: Path) -> FileFormatError:
+    return FileFormatError(f"{p} exists; pass overwrite=True to replace it, or choose another path")
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Check that ``path`` can be written; return ``Path(path)``.
 
     Parameters
     ----------
     path : path-like
-        Final destination.
-    write : callable
-        Writes the whole file to the temporary path it is given.
+        The file to be written.
+    overwrite : bool
+        If False, an existing ``path`` is refused.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the problem and the fix: the folder is missing or not writable, ``path`` is a
+        folder, or it exists and ``overwrite`` is False. Callers check at set-up time, so a
+        long computation is not lost to a path that cannot be written.
     """
-    p = check_writable(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
+    p = _destination(path)
+    folder = _folder(p)
+    if not folder.is_dir():
+        raise FileFormatError(f"cannot write {p}: folder {folder} does not exist; create it first")
+    if p.is_dir():
+        raise FileFormatError(f"cannot write {p}: it is a folder; give a file name")
+    if not overwrite and os.path.lexists(p):
+        raise _exists_error(p)
+    try:
+        probe = _create_temp(p, ".check")
+    except OSError as exc:
+        raise FileFormatError(
+            f"cannot write {p}: folder {folder} is not writable ({exc.strerror}); choose another path"
+        ) from None
+    os.unlink(probe)
+    return Path(path)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: str, p: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``p`` in one step."""
+    if overwrite:
+        if p.exists():
+            os.chmod(tmp, stat.S_IMODE(p.stat().st_mode))
+        os.replace(tmp, p)
+        return
+    try:
+        os.link(tmp, p)  # atomic and never replaces: fails if p appeared meanwhile
+    except FileExistsError:
+        raise _exists_error(p) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # a file system without hard links: check, then rename (a file created in between is lost)
+        if os.path.lexists(p):
+            raise _exists_error(p) from None
+        os.replace(tmp, p)
+    else:
+        os.unlink(tmp)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
+    """Call ``write(tmp_path)`` to produce the file, then move it onto ``path`` atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Final destination (a symbolic link is followed: the file it points to is replaced).
+    write : callable
+        Writes the whole file to the temporary path it is given (an existing, empty file in
+        the destination folder).
+    overwrite : bool
+        If False, an existing ``path`` is refused before ``write`` is called, and the final
+        step never replaces a file that appeared meanwhile. Public writers pass the user's
+        choice, which defaults to False there.
+
+    Returns
+    -------
+    pathlib.Path
+        ``Path(path)``.
+
+    Raises
+    ------
+    FileFormatError
+        See :func:`check_writable`; whatever ``write`` raises passes through, with the
+        temporary file removed and the old file untouched.
+    """
+    check_writable(path, overwrite=overwrite)
+    p = _destination(path)
+    tmp = _create_temp(p, ".tmp")
     try:
         write(tmp)
-        # mkstemp makes owner-only files; give the result the old file's mode, or rw-r--r--
-        os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o644)
-        os.replace(tmp, p)
+        _fsync(tmp)
+        _publish(tmp, p, overwrite)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return p
+    return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, flushed to disk before the rename."""
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically; see :func:`atomic_write`."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, overwrite=overwrite)

@@ -1,59 +1,46 @@
-"""OpenCV, imported on first use with thread-pool settings suited to dask's worker threads.
+"""OpenCV, imported on first use, with the process's settings left as they are.
 
-clemlab calls OpenCV (warps, remaps, tile blending) from inside dask's worker threads. After
-each parallel call, OpenCV's own thread pool busy-waits for a while (its "active wait": the
-calling thread and the pool's workers spin before they sleep); inside a dask worker, those
-spins take the cores the other workers need. OpenCV reads the spin limits once, when it is
-imported, from the environment variables ``OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN`` and
-``OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER``; unless they are already set, :func:`load` sets both
-to 0 before the first import, so idle OpenCV threads sleep at once. Measured with
-``benchmarks/bench_warp.py``'s thin-plate-spline warp on the project's 2-core machines
-(8 remap calls per chunk): 0.50-0.53 s per warp instead of 0.53-0.59 s, 0.86 instead of
-0.92 CPU-s; the affine warp (one call per chunk) was unchanged within noise. If OpenCV was
-imported before clemlab first needs it, its settings stay as they are.
+clemlab calls OpenCV (warps, remaps, tile blending) from dask's worker threads. It changes
+none of OpenCV's process-wide settings: not its thread count (``cv2.setNumThreads``), not the
+spin limits of its thread pool (``OPENCV_THREAD_POOL_ACTIVE_WAIT_*``, which OpenCV reads from
+the environment once, at its import), and it writes no environment variable. Such settings
+belong to the program that embeds clemlab; one that wants idle OpenCV threads to sleep at once
+sets both variables to 0 before OpenCV is first imported. (OpenCV's own loader may prepend its
+library folder to ``LD_LIBRARY_PATH`` when it is imported, as it does in any program.)
 
-:func:`sampling_error` measures, once per process, how exactly this OpenCV's bilinear
-kernels place their samples: older releases round source positions to 1/32 px, newer ones
-interpolate at the floating-point position. :mod:`clemlab.warp` sizes its map tolerance by it.
+:func:`sampling_error` measures how exactly this OpenCV's bilinear kernels place their
+samples: older releases round source positions to 1/32 px, newer ones interpolate at the
+floating-point position. :mod:`clemlab.warp` sizes its map tolerance by it.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from typing import Any
 
 import numpy as np
 
-__all__ = ["load", "sampling_error", "POOL_SETTINGS"]
-
-#: Environment defaults applied before OpenCV's first import (a value already set wins).
-POOL_SETTINGS = {"OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN": "0", "OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER": "0"}
+__all__ = ["load", "sampling_error"]
 
 
 def load() -> Any:
-    """The ``cv2`` module, imported with :data:`POOL_SETTINGS` as defaults on first import."""
-    if "cv2" not in sys.modules:
-        for key, value in POOL_SETTINGS.items():
-            os.environ.setdefault(key, value)
+    """The ``cv2`` module, imported on first use (``import clemlab`` does not import OpenCV)."""
     import cv2
 
     return cv2
 
 
-@functools.cache
 def sampling_error(dtype: Any) -> float:
     """Largest error (px, along one axis) of the source positions at which OpenCV's bilinear
-    ``cv2.warpAffine`` and ``cv2.remap`` sample images of ``dtype``, measured on this OpenCV.
+    ``cv2.warpAffine`` and ``cv2.remap`` sample images of ``dtype``, measured on this OpenCV
+    (once per dtype and process; the results are kept in a cache of 8 entries).
 
     Both kernels sample a unit step edge (0 up to the dtype's top value between two columns)
     at 127 positions 1/128 px apart; the value read there is the position sampled. The
     largest difference from the position asked for, less the dtype's rounding of the value,
     is returned: 1/64 px where OpenCV interpolates from 1/32-px tables (all dtypes in older
     releases; int16 in OpenCV 5.1), ~0 where it interpolates at the exact position (uint8,
-    uint16 and float32 in OpenCV 5.1). Measured once per dtype and process (about a
-    millisecond).
+    uint16 and float32 in OpenCV 5.1). A measurement takes about a millisecond.
 
     Parameters
     ----------
@@ -65,8 +52,13 @@ def sampling_error(dtype: Any) -> float:
     float
         Error in px along each axis (the 2-D position error is at most sqrt(2) times it).
     """
+    return _measure_sampling_error(np.dtype(dtype))
+
+
+# One entry per dtype OpenCV resamples (uint8, uint16, int16, float32), with room to spare.
+@functools.lru_cache(maxsize=8)
+def _measure_sampling_error(dtype: np.dtype) -> float:
     cv2 = load()
-    dtype = np.dtype(dtype)
     top = float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
     frac = np.arange(1, 128) / 128  # positions past the step's first column, px
     step = np.zeros((3, 4), dtype)

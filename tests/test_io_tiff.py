@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import xarray as xr
 
-from clemlab.errors import MissingPixelSizeError
+from clemlab.errors import FileFormatError, MissingPixelSizeError
 from clemlab.image import as_image
 from clemlab.io import open_image, open_multiscale, write_ome_tiff
 
@@ -292,7 +292,10 @@ def test_ome_written_atomically(tmp_path):
     img = as_image(np.ones((4, 4), np.uint8), pixel_size=1)
     p = tmp_path / "a.ome.tif"
     p.write_bytes(b"old")
-    write_ome_tiff(img, p)
+    with pytest.raises(FileFormatError, match="exists; pass overwrite=True"):
+        write_ome_tiff(img, p)
+    assert p.read_bytes() == b"old"
+    write_ome_tiff(img, p, overwrite=True)
     assert [q.name for q in tmp_path.iterdir()] == ["a.ome.tif"]  # no temp file left
     assert open_image(p).shape == (4, 4)
 

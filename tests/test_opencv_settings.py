@@ -1,4 +1,5 @@
-"""OpenCV is imported by clemlab with thread-pool spin limits suited to dask worker threads."""
+"""clemlab uses OpenCV without changing the process's settings, and knows how exactly its
+bilinear kernels sample."""
 
 import json
 import os
@@ -10,36 +11,53 @@ import pytest
 
 from clemlab import _opencv
 
+# Runs in a fresh process: what importing clemlab and warping with OpenCV changes.
 SCRIPT = """
 import json, os, sys
-import clemlab
-from clemlab import _opencv
-before = 'cv2' in sys.modules
-cv2 = _opencv.load()
-print(json.dumps({'before': before, 'env': {k: os.environ.get(k) for k in _opencv.POOL_SETTINGS},
-                  'module': cv2.__name__}))
+env = dict(os.environ)
+import numpy as np
+import clemlab as cl
+light = 'cv2' not in sys.modules
+img = cl.as_image(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), pixel_size=0.1)
+out = cl.warp(img, cl.Similarity(1.1, 0.2, (0.3, -0.2)), like=img, chunks=32).compute()
+import cv2
+print(json.dumps({'light': light, 'warped': bool(out.values.any()), 'threads': cv2.getNumThreads(),
+                  'env_changes': {k: os.environ.get(k) for k in set(env) | set(os.environ)
+                                  if env.get(k) != os.environ.get(k)}}))
+"""
+# What importing OpenCV alone changes (its loader may prepend its library folder to
+# LD_LIBRARY_PATH for subprocesses): clemlab may change nothing beyond it.
+OPENCV_ALONE = """
+import json, os
+env = dict(os.environ)
+import cv2
+print(json.dumps({'threads': cv2.getNumThreads(), 'env_changes': {k: os.environ.get(k) for k in set(env) | set(os.environ)
+                                                               if env.get(k) != os.environ.get(k)}}))
 """
 
 
-def _run(env_extra, pre=""):
-    env = {k: v for k, v in os.environ.items() if k not in _opencv.POOL_SETTINGS}
+def _run(script, env_extra, pre=""):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV")}
     env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", pre + SCRIPT], env=env, capture_output=True, text=True, check=True)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, "-c", pre + script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_clemlab_leaves_opencv_alone_and_load_sets_pool_defaults():
-    got = _run({})
-    assert got["before"] is False  # import clemlab does not import OpenCV
-    assert got["env"] == _opencv.POOL_SETTINGS and got["module"] == "cv2"
+def test_import_and_warp_leave_the_environment_and_opencv_settings_alone():
+    got, alone = _run(SCRIPT, {}), _run(OPENCV_ALONE, {})
+    assert got["light"] and got["warped"]  # import clemlab does not import OpenCV; the warp ran
+    assert got["env_changes"] == alone["env_changes"]
+    assert not any(k.startswith("OPENCV") for k in got["env_changes"])
+    assert got["threads"] == alone["threads"]  # OpenCV's own default thread count
 
 
-def test_user_settings_and_an_earlier_opencv_import_win():
-    got = _run({"OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN": "500"})
-    assert got["env"]["OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN"] == "500"
-    assert got["env"]["OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER"] == "0"
-    got = _run({}, pre="import cv2\n")  # OpenCV already read its settings: nothing to change
-    assert got["before"] is True and all(v is None for v in got["env"].values())
+def test_the_user_settings_stay_as_given():
+    user = {"OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN": "500"}
+    pre = "import cv2; cv2.setNumThreads(1)\n"
+    got, alone = _run(SCRIPT, user, pre), _run(OPENCV_ALONE, user, pre)
+    assert got["env_changes"] == alone["env_changes"] and got["threads"] == 1 and got["warped"]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])

@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write_text, check_writable
 from ..errors import FileFormatError
 
 __all__ = [
@@ -286,11 +287,10 @@ def format_autodoc(doc: Autodoc) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_autodoc(doc: Autodoc, path: str | os.PathLike) -> Path:
-    """Write ``doc`` as autodoc text, atomically (temp file + rename)."""
-    from .._atomic import atomic_write_text
-
-    return atomic_write_text(path, format_autodoc(doc))
+def write_autodoc(doc: Autodoc, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``doc`` as autodoc text, atomically; an existing ``path`` is replaced only with
+    ``overwrite=True`` (else :class:`FileFormatError`)."""
+    return atomic_write_text(path, format_autodoc(doc), overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------------------
@@ -536,14 +536,13 @@ class Navigator:
         out.append("</navigator>")
         return self.newline.join(out) + self.newline
 
-    def write(self, path: str | os.PathLike, flavour: str | None = None) -> Path:
-        """Write the navigator (atomically) as text (default: the flavour it was read in) or XML."""
-        from .._atomic import atomic_write_text
-
+    def write(self, path: str | os.PathLike, flavour: str | None = None, *, overwrite: bool = False) -> Path:
+        """Write the navigator (atomically) as text (default: the flavour it was read in) or XML;
+        an existing ``path`` is replaced only with ``overwrite=True`` (else :class:`FileFormatError`)."""
         fl = flavour or self.flavour
         if fl not in ("text", "xml"):
             raise FileFormatError(f"flavour must be 'text' or 'xml', got {fl!r}")
-        return atomic_write_text(path, self.to_xml() if fl == "xml" else self.to_text())
+        return atomic_write_text(path, self.to_xml() if fl == "xml" else self.to_text(), overwrite=overwrite)
 
 
 def _newline(text: str) -> str:
@@ -748,7 +747,7 @@ def _outline(value: Any, label: str) -> np.ndarray | None:
 def write_navigator(targets: Any, path: str | os.PathLike, *, regis: int = 1, color: int = 0,
                     polygon_color: int = 1, registration_points: Any = None, include_outside: bool = True,
                     z: float | None = None, csv: bool | str | os.PathLike = True, decimals: int = 4,
-                    flavour: str = "text", group_id: int | None = None) -> Path:
+                    flavour: str = "text", group_id: int | None = None, overwrite: bool = False) -> Path:
     """Write targets as a SerialEM navigator: one labelled item per target (atomic write).
 
     Parameters
@@ -784,6 +783,8 @@ def write_navigator(targets: Any, path: str | os.PathLike, *, regis: int = 1, co
     flavour : {"text", "xml"}
     group_id : int, optional
         ``GroupID`` shared by all target items (lets SerialEM select them as one group).
+    overwrite : bool
+        Replace an existing navigator (and CSV); default: refuse them, before writing either.
 
     Returns
     -------
@@ -793,13 +794,13 @@ def write_navigator(targets: Any, path: str | os.PathLike, *, regis: int = 1, co
     Raises
     ------
     FileFormatError
-        Missing columns, non-finite positions, duplicate or unusable names, bad outlines, or an
-        unwritable folder.
+        Missing columns, non-finite positions, duplicate or unusable names, bad outlines, an
+        unwritable folder, or an existing file without ``overwrite=True``.
     """
     import pandas as pd
 
     if isinstance(targets, Navigator):
-        return targets.write(path, flavour)
+        return targets.write(path, flavour, overwrite=overwrite)
     if not isinstance(targets, pd.DataFrame):
         raise FileFormatError(
             f"write_navigator() takes a table (pandas DataFrame with name, x, y in stage µm) or a "
@@ -869,11 +870,12 @@ def write_navigator(targets: Any, path: str | os.PathLike, *, regis: int = 1, co
     if dup:
         raise FileFormatError(f"navigator labels must be unique; {dup} occur more than once: rename the targets")
     nav = Navigator(AdocSection(None, None, [("AdocVersion", "2.00")]), [NavItem(s) for s in secs], flavour)
-    out = nav.write(path, flavour)
-    if csv:
-        from .._atomic import atomic_write_text
-
-        csv_path = Path(path).with_suffix(".csv") if csv is True else Path(csv)
+    csv_path = (Path(path).with_suffix(".csv") if csv is True else Path(csv)) if csv else None
+    for p in (path, csv_path):  # both refused before either is written
+        if p is not None:
+            check_writable(p, overwrite=overwrite)
+    out = nav.write(path, flavour, overwrite=overwrite)
+    if csv_path is not None:
         table = targets.drop(columns=[c for c in ("outline",) if c in targets.columns])
-        atomic_write_text(csv_path, table.to_csv(index=False))
+        atomic_write_text(csv_path, table.to_csv(index=False), overwrite=overwrite)
     return out

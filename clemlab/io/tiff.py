@@ -45,13 +45,13 @@ import math
 import os
 import re
 import struct
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_write, check_writable
 from ..errors import FileFormatError, ImageError
 from . import RawImage, fmt_path, want_lazy
 
@@ -783,8 +783,9 @@ def _jsonable(obj: Any, where: str) -> Any:
         raise ImageError(f"{where}: attrs must hold plain JSON-able values to be written ({exc})") from None
 
 
-def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | None = None, tile: tuple[int, int] | None = None) -> Path:
-    """Write a clemlab image to an OME-TIFF, atomically (temp file in the same folder + rename).
+def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | None = None,
+                   tile: tuple[int, int] | None = None, overwrite: bool = False) -> Path:
+    """Write a clemlab image to an OME-TIFF, atomically (see :func:`clemlab._atomic.atomic_write`).
 
     Parameters
     ----------
@@ -797,11 +798,19 @@ def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | No
         tifffile compression (``"zlib"``, ``"zstd"``, ...); default none.
     tile : (int, int), optional
         Tile shape (multiples of 16); default strips.
+    overwrite : bool
+        Replace an existing file at ``path`` (default: refuse it).
 
     Returns
     -------
     pathlib.Path
-        The written file.
+        The written file; a new file's permissions follow the umask, a replaced file's are kept.
+
+    Raises
+    ------
+    FileFormatError
+        The folder is missing or not writable, or ``path`` exists and ``overwrite`` is False
+        (checked before any pixel is computed).
 
     Notes
     -----
@@ -819,8 +828,7 @@ def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | No
     out = Path(os.fspath(path))
     img = check_image(image, "image")
     where = fmt_path(out)
-    if not out.parent.is_dir():
-        raise FileFormatError(f"cannot write {where}: the folder '{out.parent}' does not exist")
+    check_writable(out, overwrite=overwrite)
     dims = tuple(img.dims)
     sdims = tuple(d for d in dims if d != "c")
     sizes = {d: float(img.coords[d].attrs.get("pixel_size") or img.clem._step(d)) for d in sdims}
@@ -883,9 +891,8 @@ def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | No
 
     data = img.data
     is_dask = not isinstance(data, np.ndarray) and hasattr(data, "compute")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with tifffile.TiffWriter(tmp, ome=True, bigtiff=img.nbytes > 2**32 - 2**25) as tw:
             kw = dict(photometric="minisblack", metadata=meta, compression=compression, tile=tile)
             if is_dask:
@@ -902,14 +909,8 @@ def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | No
                     tw.write(_tiles(planes(), tile), shape=tuple(data.shape), dtype=store_dtype, **kw)
             else:
                 tw.write(np.asarray(data, dtype=store_dtype), **kw)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return out
+
+    return atomic_write(out, write, overwrite=overwrite)
 
 
 def _tiles(planes: Any, tile: tuple[int, int]) -> Any:

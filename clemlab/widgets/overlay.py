@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._atomic import atomic_write
 from ..errors import ImageError
 from ..registration import Registration
 from ..viz import add_scale_bar, stretch
@@ -159,13 +160,13 @@ class OverlayViewer:
     def opacity(self, value: float) -> None:
         self.opacity_slider.value = float(value)
 
-    def save_png(self, path: str | os.PathLike, dpi: int = 150) -> Path:
-        """Write the current view (overlay, arrows, scale bar) as a PNG file; returns its path."""
+    def save_png(self, path: str | os.PathLike, dpi: int = 150, *, overwrite: bool = False) -> Path:
+        """Write the current view (overlay, arrows, scale bar) as a PNG file, atomically; returns
+        its path. An existing file is replaced only with ``overwrite=True``."""
         p = Path(path)
         if not p.parent.is_dir():
             raise ImageError(f"cannot save {p}: folder {p.parent} does not exist")
-        self.figure.savefig(p, dpi=dpi)
-        return p
+        return atomic_write(p, lambda tmp: self.figure.savefig(tmp, dpi=dpi, format="png"), overwrite=overwrite)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
