@@ -133,13 +133,13 @@ def _cmd_register(args) -> int:
 
 def _cmd_ngff_transform(args) -> int:
     from .errors import TransformError
-    from .io.ngff_transforms import map_points
+    from .io.ngff_transforms import map_ngff_points
 
     try:
         coords = json.loads(args.coordinates)
     except json.JSONDecodeError as exc:
         raise TransformError(f"COORDINATES must be a JSON list of points, e.g. [[1, 2]]: {exc}") from None
-    out = map_points(args.path, args.source, args.target, coords)
+    out = map_ngff_points(args.path, args.source, args.target, coords)
     if not np.all(np.isfinite(out)):
         raise TransformError(f"points {np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist()} fall outside "
                              f"the sampled field between {args.source!r} and {args.target!r}")

@@ -13,7 +13,7 @@ Conventions. NGFF lists coordinates in the order of a system's ``axes`` (usually
 and in each axis's ``unit``; clemlab points are ``(N, D)`` arrays in µm with columns
 ``(x, y[, z])``. :func:`read_transform` converts both ways (space axes named x/y/z are
 matched by name, others by position: the last axis is x); an axis without a unit is taken
-as µm. :func:`map_points` works in NGFF's own order and units, on any axes (the interface
+as µm. :func:`map_ngff_points` works in NGFF's own order and units, on any axes (the interface
 of the conformance suite, ``clemlab ngff-transform``).
 
 Sampled fields are interpolated as their ``interpolation`` says (``linear`` by default,
@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import FileFormatError, TransformError
 from ..transforms import Affine, Transform
 
-__all__ = ["read_transform", "map_points", "FieldTransform", "UNIT_TO_UM"]
+__all__ = ["read_transform", "map_ngff_points", "FieldTransform", "UNIT_TO_UM"]
 
 #: µm per unit, for the UDUNITS-2 length names NGFF allows on space axes.
 UNIT_TO_UM = {
@@ -391,6 +391,7 @@ class _Graph:
         self.systems: dict[tuple[str, str], list[dict]] = {}
         self.edges: list[tuple[tuple[str, str], tuple[str, str], dict, _Document]] = []
         self.loaded: set[str] = set()
+        self._ops: dict[tuple[int, tuple[str, str]], Any] = {}  # one build per edge (fields read once)
 
     def add_document(self, doc: _Document) -> None:
         self.loaded.add(doc.path)
@@ -473,11 +474,15 @@ class _Graph:
         return True
 
     def op(self, t: dict, doc: _Document, src: tuple[str, str], dst: tuple[str, str] | None):
-        n_in = len(self.systems.get(src, []))
-        n_out = len(self.systems[dst]) if dst is not None and dst in self.systems else None
-        if not n_in:
-            raise TransformError(f"coordinate system {src[1]!r} has no axes")
-        return _build(t, n_in, n_out, doc)
+        key = (id(t), src)
+        if key not in self._ops:
+            n_in = len(self.systems.get(src, []))
+            if not n_in:
+                raise TransformError(f"coordinate system {src[1]!r} is not defined or has no axes")
+            dst = dst if dst is not None else _ref(t["output"], doc.path)
+            n_out = len(self.systems[dst]) if dst in self.systems else None
+            self._ops[key] = _build(t, n_in, n_out, doc)
+        return self._ops[key]
 
 
 # ---------------------------------------------------------------------------------------
@@ -540,7 +545,7 @@ def _native_op(graph: _Graph, source: Any, target: Any):
     return _Chain(ops), src, dst
 
 
-def map_points(where: Any, source: Any, target: Any, coordinates: Any) -> np.ndarray:
+def map_ngff_points(where: Any, source: Any, target: Any, coordinates: Any) -> np.ndarray:
     """Map points between two coordinate systems in NGFF's own axis order and units.
 
     Parameters
@@ -579,7 +584,7 @@ def _to_clemlab(axes: list[dict], name: str) -> np.ndarray:
     if any(k != "space" for k in kinds) or n not in (2, 3):
         raise TransformError(
             f"coordinate system {name!r} has axes {[(a.get('name'), a.get('type')) for a in axes]}; "
-            "clemlab points need 2 or 3 space axes: use clemlab.io.ngff_transforms.map_points for others")
+            "clemlab points need 2 or 3 space axes: use clemlab.io.ngff_transforms.map_ngff_points for others")
     names = [a.get("name") for a in axes]
     order = ("x", "y", "z")[:n]
     column = [order.index(nm) for nm in names] if sorted(names) == sorted(order) else list(range(n))[::-1]
