@@ -46,9 +46,6 @@ UNIT_TO_UM = {
     "parsec": 3.0856775814913673e22,
 }
 
-# Transformations that wrap others name their parts; these keys may appear on the parts.
-_WRAPPER_TYPES = ("sequence", "byDimension", "bijection")
-
 
 class _NotInvertible(TransformError):
     """An edge of the graph that cannot be walked backwards."""
@@ -655,8 +652,7 @@ class FieldTransform(Transform):
     displacement field by fixed-point iteration (see the module notes); a ``coordinates``
     field has no inverse unless stored as a ``bijection``.
 
-    Built by :func:`read_transform`; not serialisable with ``to_dict`` (the store is the
-    serialisation: read it again).
+    Built by :func:`read_transform`; ``to_dict`` holds the fields' samples as nested lists.
     """
 
     def __init__(self, op: Any, to_clemlab_in: np.ndarray, to_clemlab_out: np.ndarray, *,
@@ -684,12 +680,47 @@ class FieldTransform(Transform):
                               target_frame=self.source_frame)
 
     def _params_dict(self) -> dict[str, Any]:
-        raise TransformError("a transform read from NGFF fields is serialised by its store; read it again "
-                             "with clemlab.read_transform")
+        return {"op": _op_to_dict(self._op), "to_clemlab_in": self._c_in.tolist(),
+                "to_clemlab_out": self._c_out.tolist()}
 
-    def __eq__(self, other: Any) -> bool:
-        return self is other
+    @classmethod
+    def _from_params(cls, d: dict[str, Any]) -> FieldTransform:
+        return cls(_op_from_dict(d["op"]), np.asarray(d["to_clemlab_in"], dtype=np.float64),
+                   np.asarray(d["to_clemlab_out"], dtype=np.float64),
+                   source_frame=d.get("source_frame"), target_frame=d.get("target_frame"))
 
-    def __hash__(self) -> int:
-        return id(self)
 
+def _op_to_dict(op: Any) -> dict[str, Any]:
+    """Plain JSON-able form of an operation (``FieldTransform.to_dict``; fields as nested lists)."""
+    if isinstance(op, _Linear):
+        return {"op": "linear", "matrix": op.matrix.tolist()}
+    if isinstance(op, _Chain):
+        return {"op": "chain", "ops": [_op_to_dict(o) for o in op.ops]}
+    if isinstance(op, _Bijection):
+        return {"op": "bijection", "forward": _op_to_dict(op.forward), "inverse": _op_to_dict(op.backward)}
+    if isinstance(op, _ByDimension):
+        return {"op": "byDimension", "n_in": op.n_in, "n_out": op.n_out,
+                "parts": [[_op_to_dict(o), ia, oa] for o, ia, oa in op.parts]}
+    if isinstance(op, _FieldInverse):
+        return {"op": "field_inverse", "field": _op_to_dict(op.field)}
+    return {"op": "field", "kind": op.kind, "interpolation": op.interpolation,
+            "values": op.values.tolist(), "index_to_input": op.index_to_input.tolist()}
+
+
+def _op_from_dict(d: dict[str, Any]) -> Any:
+    kind = d["op"]
+    if kind == "linear":
+        return _Linear(np.asarray(d["matrix"], dtype=np.float64))
+    if kind == "chain":
+        return _Chain([_op_from_dict(o) for o in d["ops"]])
+    if kind == "bijection":
+        return _Bijection(_op_from_dict(d["forward"]), _op_from_dict(d["inverse"]))
+    if kind == "byDimension":
+        return _ByDimension([(_op_from_dict(o), list(ia), list(oa)) for o, ia, oa in d["parts"]],
+                            d["n_in"], d["n_out"])
+    if kind == "field_inverse":
+        return _FieldInverse(_op_from_dict(d["field"]))
+    if kind == "field":
+        return _Field(np.asarray(d["values"], dtype=np.float64), np.asarray(d["index_to_input"], dtype=np.float64),
+                      d["kind"], d["interpolation"])
+    raise TransformError(f"unknown operation {kind!r} in a FieldTransform dict")

@@ -66,23 +66,30 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
     image (``ome.version = "0.6"``); arrays and all other attributes stay as they are::
 
         zarr.json   ome.multiscales[0].coordinateSystems: the image's own ("physical",
-                        unless already named), with its axes; datasets map each level to it
+                        unless already named) with its axes, and image_frame; datasets map
+                        each level to "physical"
                     ome.multiscales[0].coordinateTransformations: physical -> image_frame
                         (identity, or projectAxis dropping channel/time axes, then a scale
                         where the image's unit is not µm)
-                    ome.scene.coordinateSystems: target, then source (2-3 space axes, µm)
+                    ome.scene.coordinateSystems: target (the common reference, first as
+                        the spec recommends), then source (2-3 space axes, µm)
                     ome.scene.coordinateTransformations: source -> target
         coordinateTransformations/<source>_to_<target>/   a non-linear map's field
             zarr.json   ome.multiscales: axes (displacement, [z,] y, x), level "0" scaled and
                         translated to the source system
             0/          float64 array (D, [nz,] ny, nx): displacement vectors, NGFF axis order
 
-    The transformation between the named systems sits in the ``scene`` of the same
-    ``zarr.json``: the spec keeps ``multiscales > coordinateTransformations`` for maps that
-    start or end in the image's own system, and puts maps between other systems in a scene;
-    a reference without ``path`` names a system of the same ``zarr.json``. Arrays of
-    transformations go in a group called ``coordinateTransformations`` beside the images, as
-    the spec's scene layout says.
+    Why there: the group is the image (other tools open it as one), so the registration goes
+    into its own ``zarr.json``. The spec allows ``multiscales > coordinateTransformations``
+    only for maps that start or end in the image's own ("intrinsic") system, and those must
+    name systems of the same multiscales: hence the link ``physical -> image_frame`` there.
+    The map between the two named frames touches neither end of the image, so it goes in a
+    ``scene``, whose references without ``path`` name systems of the same ``zarr.json``
+    (``image_frame`` is therefore listed in both, identically). Arrays of transformations go
+    in a group called ``coordinateTransformations`` beside the images, as the spec's scene
+    layout says; each field is itself a multiscale group, as the spec requires.
+    ome-zarr-models' NGFF 0.6 models (``v06.Image``, ``v06.scene.Scene``) accept the root and
+    the field group.
 
     **Linear models** are written exactly: ``identity``, ``translation``, or ``affine`` (an
     ``M x (N+1)`` matrix, also 3-D -> 2-D projections). **Non-linear models** (thin-plate
@@ -104,8 +111,9 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
     tf = getattr(registration, "transform", registration)
     if not isinstance(tf, Transform):
         raise TransformError(f"registration must be a clemlab Registration or Transform, got {type(registration).__name__}")
-    if not (source and target and isinstance(source, str) and isinstance(target, str)) or source == target:
-        raise TransformError(f"source and target must be two different names, got {source!r} and {target!r}")
+    if not (isinstance(source, str) and isinstance(target, str) and source and target) or source == target \
+            or "/" in source + target:
+        raise TransformError(f"source and target must be two different names without '/', got {source!r} and {target!r}")
     image_frame = target if image_frame is None else image_frame
     if image_frame not in (source, target):
         raise TransformError(f"image_frame must be {source!r} or {target!r}, got {image_frame!r}")
@@ -122,6 +130,9 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
 
     ms = _as_v06_multiscale(dict(ome["multiscales"][0]))
     intrinsic = ms["datasets"][0]["coordinateTransformations"][0]["output"]["name"]
+    if intrinsic in (source, target):
+        raise TransformError(f"the image's own coordinate system is named {intrinsic!r}, like a frame of the "
+                             "registration; give the frames other names (source=, target=)")
     image_axes = next(cs["axes"] for cs in ms["coordinateSystems"] if cs["name"] == intrinsic)
     space = [a for a in image_axes if a.get("type") == "space"]
     dims = {source: tf.ndim, target: tf.ndim_out}
@@ -132,7 +143,7 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
 
     level0 = _level_matrix(ms["datasets"][0], image_axes)  # index -> intrinsic units, image axis order
     idx_space = [i for i, a in enumerate(image_axes) if a.get("type") == "space"]
-    units = np.array([UNIT_TO_UM.get(a.get("unit") or "micrometer", 1.0) for a in space])
+    units = np.array([_um_per_unit(a) for a in space])
     px = pixel_size
     if px is None:
         if image_frame != target:
@@ -144,6 +155,8 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
     if isinstance(tf, LinearTransform) and np.array_equal(tf.matrix[-1], np.eye(tf.ndim + 1)[-1]) \
             or isinstance(tf, RigidProjection):
         reg = _linear_json(tf)
+        if overwrite and field_path in group:  # the replaced registration's field
+            del group[field_path]
     else:
         if extent is None:
             shape = group[ms["datasets"][0]["path"]].shape
@@ -172,6 +185,13 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
 # ---------------------------------------------------------------------------------------
 # metadata pieces
 # ---------------------------------------------------------------------------------------
+def _um_per_unit(axis: dict) -> float:
+    unit = axis.get("unit") or "micrometer"
+    if unit not in UNIT_TO_UM:
+        raise TransformError(f"the image's axis {axis.get('name')!r} has unit {unit!r}, not a length")
+    return UNIT_TO_UM[unit]
+
+
 def _system(name: str, ndim: int, like: list[dict] | None) -> dict:
     names = [a["name"] for a in like] if like else list(_NGFF_ORDER[-ndim:])
     return {"name": name, "axes": [{"name": n, "type": "space", "unit": "micrometer"} for n in names]}
@@ -320,7 +340,7 @@ def _field_json(group: Any, field_path: str, tf: Transform, extent: np.ndarray, 
                                     axis=1))
         if err <= budget:
             break
-        h = h / max(1.5, min(4.0, 1.1 * math.sqrt(err / budget)))
+        h = h / min(4.0, max(1.15, 1.05 * math.sqrt(err / budget)))  # the error scales as h²
 
     arr = np.moveaxis(field.values, -1, 0)  # (D, [nz,] ny, nx): the vector axis first, as the spec orders it
     _write_field(group, field_path, arr, origin[::-1], h, source_system, overwrite)
