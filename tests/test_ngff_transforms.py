@@ -232,7 +232,8 @@ def test_coordinates_field_maps_forward_only(tmp_path):
         {"type": "coordinates", "path": "coordinateTransformations/coords", "input": {"name": "in"},
          "output": {"name": "out"}}]))
     # point (y, x) = (0.25, 0.75) µm is grid index (0.5, 1.5): linear interpolation of 2 * index + 5
-    np.testing.assert_allclose(cl.map_ngff_points(root, "in", "out", [[0.25, 0.75], [0.0, 0.0]]), [[6.0, 8.0], [5.0, 5.0]])
+    np.testing.assert_allclose(cl.map_ngff_points(root, "in", "out", [[0.25, 0.75], [0.0, 0.0]]),
+                               [[6.0, 8.0], [5.0, 5.0]])
     assert np.isnan(cl.map_ngff_points(root, "in", "out", [[5.0, 5.0]])).all()  # outside the grid: no guess
     with pytest.raises(TransformError, match="no chain"):
         cl.map_ngff_points(root, "out", "in", [[6.0, 8.0]])

@@ -110,10 +110,12 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
     """
     tf = getattr(registration, "transform", registration)
     if not isinstance(tf, Transform):
-        raise TransformError(f"registration must be a clemlab Registration or Transform, got {type(registration).__name__}")
+        raise TransformError("registration must be a clemlab Registration or Transform, "
+                             f"got {type(registration).__name__}")
     if not (isinstance(source, str) and isinstance(target, str) and source and target) or source == target \
             or "/" in source + target:
-        raise TransformError(f"source and target must be two different names without '/', got {source!r} and {target!r}")
+        raise TransformError("source and target must be two different names without '/', "
+                             f"got {source!r} and {target!r}")
     image_frame = target if image_frame is None else image_frame
     if image_frame not in (source, target):
         raise TransformError(f"image_frame must be {source!r} or {target!r}, got {image_frame!r}")
