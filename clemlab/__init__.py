@@ -78,6 +78,9 @@ _EXPORTS = {
     "LandmarkError": "errors",
     "RegistrationError": "errors",
     "TransformError": "errors",
+    "read_transform": "io.ngff_transforms",
+    "map_ngff_points": "io.ngff_transforms",
+    "write_registration": "io.ngff_transforms_write",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
