@@ -111,3 +111,16 @@ def test_scene_and_image_are_synonyms(shared_data):
     np.testing.assert_array_equal(open_image(path, scene=1).values, open_image(path, image=1).values)
     with pytest.raises(ImageError, match="not both"):
         open_image(path, scene=0, image=1)
+
+
+def test_info_summary_names_sources(shared_data):
+    from clemlab.io.info import info
+
+    path = shared_data(LIF)
+    text = info(path, image="x_y_z_t_lambdaEmi", timepoint=0)
+    assert "LIF file, 3 image(s)" in text and all(name in text for name in NAMES)
+    assert "pixel size from: LIF DimensionDescription" in text
+    assert "first pixel centre (µm): z -2.5" in text
+    assert "stage position (µm): x 35343.5" in text
+    ambiguous = info(path)
+    assert "no single image to describe" in ambiguous and "image=<name or index>" in ambiguous

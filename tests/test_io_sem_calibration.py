@@ -146,3 +146,15 @@ def test_ome_plane_position_is_kept_as_stage_position(tmp_path):
     assert img.attrs["stage_position"]["y"] == pytest.approx(-20.0)
     assert img.attrs["stage_position"]["source"] == "OME-XML Plane PositionX/Y/Z"
     assert float(img.coords["x"][0]) == pytest.approx(1500.0)  # the plane position is also the origin
+
+
+def test_info_and_list_images_of_an_uncalibrated_tiff(tmp_path):
+    from clemlab.io.info import info
+
+    p = tmp_path / "bare.tif"
+    tifffile.imwrite(p, np.zeros((5, 7), np.uint16))
+    row = clemlab.list_images(p).iloc[0]
+    assert row["pixel_size_source"] == "none" and np.isnan(row["pixel_size_x_um"]) and row["sizes"] == "y 5, x 7"
+    assert "pixel size: none" in info(p)
+    jeol = _jeol(tmp_path, ["$CM_MAG 5000"])
+    assert "pixel size from: JEOL side-car jeol.txt: nominal, from $CM_MAG 5000" in info(jeol)

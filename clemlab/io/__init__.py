@@ -549,30 +549,40 @@ def list_images(path: str | os.PathLike) -> Any:
             "pixel_size_y_um": px.get("y", float("nan")),
             "pixel_size_z_um": px.get("z", float("nan")),
             "pixel_size_source": row.get("pixel_size_source", "none"),
-            "channels": ", ".join(row["channels"]) if row.get("channels") else "",
+            "channels": _short_list(row.get("channels")),
         })
     frame = pd.DataFrame(table)
     frame.index.name = "index"
     return frame
 
 
+def _short_list(names: Sequence[str] | None, keep: int = 4) -> str:
+    """Channel names for a table cell: all of a few, else the first and last ones and the count."""
+    if not names:
+        return ""
+    if len(names) <= keep:
+        return ", ".join(names)
+    return f"{', '.join(names[:keep - 1])}, ..., {names[-1]} ({len(names)})"
+
+
 def _describe_single(path: Path) -> dict[str, Any]:
     """The one row of a file that holds one image (read lazily, metadata only)."""
     from ..errors import MissingPixelSizeError
 
+    calibrated = True
     try:
         img = open_image(path, lazy=True)
     except MissingPixelSizeError:
-        img = open_image(path, lazy=True, pixel_size=float("nan"))
-        img.attrs["pixel_size_source"] = "none"
-    px = {d: float(v) for d, v in img.clem.pixel_size.items()} if img.attrs.get("pixel_size_source") != "none" else {}
+        img = open_image(path, lazy=True, pixel_size=1.0)  # only to learn dims, sizes and dtype
+        calibrated = False
+    px = {d: float(v) for d, v in img.clem.pixel_size.items()} if calibrated else {}
     return {
         "name": Path(path).name,
         "dims": tuple(img.dims),
         "sizes": dict(img.sizes),
         "dtype": str(img.dtype),
         "pixel_size_um": px,
-        "pixel_size_source": img.attrs.get("pixel_size_source", "none"),
+        "pixel_size_source": img.attrs.get("pixel_size_source", "none") if calibrated else "none",
         "channels": [str(c) for c in img.coords["c"].values] if "c" in img.dims else None,
     }
 
