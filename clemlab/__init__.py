@@ -26,6 +26,7 @@ _EXPORTS = {
     "is_image": "image",
     "check_image": "image",
     "open_image": "io",
+    "list_images": "io",
     "write_ome_tiff": "io",
     "write_ome_zarr": "io",
     "read_navigator": "io",

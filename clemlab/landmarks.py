@@ -496,9 +496,14 @@ class Landmarks:
 
     # -- interchange ----------------------------------------------------------------------
     @classmethod
-    def from_bigwarp(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
+    def from_bigwarp(cls, path: str | os.PathLike, *, units_moving: str = "µm", units_fixed: str = "µm",
+                     **kwargs) -> Landmarks:
         """Read a BigWarp landmarks CSV (no header; ``name, active, moving x, y[, z], fixed x,
         y[, z]``; 6 columns = 2-D, 8 = 3-D; physical units of the images).
+
+        BigWarp files do not say their units: ``units_moving`` / ``units_fixed`` name the unit
+        of each side (e.g. ``units_moving="um", units_fixed="nm"`` for LM in µm against EM in
+        nm); both are converted to µm on reading.
 
         The *moving* image is the source (e.g. LM), the *fixed* image the target (EM).
         Unpaired landmarks (a half marked ``Infinity``) cannot be used for fitting: they are
@@ -537,7 +542,15 @@ class Landmarks:
                           UserWarning, stacklevel=2)
         if not names:
             raise LandmarkError(f"BigWarp landmarks file {p} holds no complete pair")
-        return cls.from_points(np.array(mov), np.array(fix), names=names, active=active, **kwargs)
+        from .errors import UnitError
+        from .image import unit_to_um
+
+        try:
+            to_um_moving, to_um_fixed = unit_to_um(units_moving), unit_to_um(units_fixed)
+        except UnitError as exc:
+            raise LandmarkError(f"BigWarp landmarks file {p}: {exc}") from None
+        return cls.from_points(np.array(mov) * to_um_moving, np.array(fix) * to_um_fixed, names=names,
+                               active=active, **kwargs)
 
     def to_bigwarp(self, path: str | os.PathLike) -> Path:
         """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically."""

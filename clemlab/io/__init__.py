@@ -16,6 +16,9 @@ mrcfile, rsciio, pillow) only when a file of that kind is opened:
 - :mod:`clemlab.io.mrc`: MRC/CCP4 maps, volumes and image stacks (also ``.map.gz``).
 - :mod:`clemlab.io.dm`: Gatan DigitalMicrograph DM3/DM4 (through rosettasciio).
 - :mod:`clemlab.io.plain`: PNG/JPEG/BMP, which carry no physical pixel size.
+- :mod:`clemlab.io.czi`, :mod:`clemlab.io.lif`, :mod:`clemlab.io.nd2`: Zeiss CZI (czifile),
+  Leica LIF (liffile), Nikon ND2 (nd2): containers of several images, one chosen with
+  ``scene=`` / ``image=``; :func:`list_images` shows what a file holds.
 
 Large inputs (more than :data:`LAZY_THRESHOLD_BYTES` of uncompressed pixels) come back
 dask-backed without reading pixels; ``lazy=True`` or ``chunks=`` force that, ``lazy=False``
@@ -43,6 +46,7 @@ __all__ = [
     "detect_format",
     "read_navigator",
     "write_navigator",
+    "list_images",
 ]
 
 #: Files whose pixels take more than this many bytes uncompressed are read lazily (dask)
@@ -53,7 +57,13 @@ _MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".map", ".rec", ".ali", ".ccp4", ".prea
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _SUPPORTED = (
     "TIFF/OME-TIFF/BigTIFF, MRC/CCP4 (.mrc .st .map .rec .ali, also .map.gz), "
-    "Gatan DM3/DM4, PNG, JPEG, BMP"
+    "Gatan DM3/DM4, Zeiss CZI, Leica LIF, Nikon ND2, PNG, JPEG, BMP"
+)
+# light-microscope containers: (format, suffixes, first-bytes test, what the file starts with)
+_CONTAINERS = (
+    ("czi", (".czi",), lambda h: h[:10] == b"ZISRAWFILE", "ZISRAWFILE"),
+    ("lif", (".lif",), lambda h: h[:4] == b"\x70\x00\x00\x00" and h[8:9] == b"\x2a", "the LIF test value 0x70"),
+    ("nd2", (".nd2",), lambda h: h[:4] == b"\xda\xce\xbe\x0a" or h[4:12] == b"jP  \r\n\x87\n", "the ND2 magic number"),
 )
 
 
@@ -140,7 +150,7 @@ def _looks_like_mrc(head: bytes) -> bool:
 
 def detect_format(path: str | os.PathLike) -> str:
     """Return the format family of a file from its content: ``"tiff"``, ``"mrc"``, ``"dm"``,
-    ``"plain"`` (PNG/JPEG/BMP/GIF).
+    ``"czi"``, ``"lif"``, ``"nd2"``, ``"plain"`` (PNG/JPEG/BMP/GIF).
 
     The first bytes decide; the suffix is consulted only for MRC files that carry no
     ``MAP`` stamp and for gzip-compressed MRC (``.map.gz``, ``.mrc.gz``).
@@ -161,6 +171,9 @@ def detect_format(path: str | os.PathLike) -> str:
         raise FileFormatError(f"{fmt_path(p)} is empty (0 bytes); it holds no image")
     if head[:4] in _TIFF_MAGIC:
         return "tiff"
+    for fmt, _suffixes, test, _magic in _CONTAINERS:
+        if test(head):
+            return fmt
     if head[:2] == b"\x1f\x8b":
         inner = name[:-3] if name.endswith(".gz") else name
         if inner.endswith(_MRC_SUFFIXES):
@@ -185,6 +198,9 @@ def detect_format(path: str | os.PathLike) -> str:
         hint = " It is named like a DigitalMicrograph file but has no DM3/DM4 header."
     elif name.endswith(_MRC_SUFFIXES):
         hint = " It is named like an MRC file but its 1024-byte header is not a valid MRC header."
+    for fmt, suffixes, _test, magic in _CONTAINERS:
+        if suffix in suffixes:
+            hint = f" It is named like a {fmt.upper()} file but does not start with {magic} (damaged or not {fmt.upper()})."
     raise FileFormatError(
         f"{fmt_path(p)} is not in a format clemlab can read (it starts with {head[:16]!r}).{hint} "
         f"Supported: {_SUPPORTED}"
@@ -325,6 +341,9 @@ def open_image(
     lazy: bool | None = None,
     series: int = 0,
     crop_databar: bool = True,
+    scene: int | str | None = None,
+    image: int | str | None = None,
+    timepoint: int | None = None,
 ) -> xr.DataArray:
     """Open a microscope image file as a clemlab image, with its physical pixel size.
 
@@ -357,6 +376,13 @@ def open_image(
     crop_databar : bool
         Remove the instrument data bar below FEI/Thermo Fisher and JEOL SEM images
         (reported in ``attrs["databar_cropped_px"]``).
+    scene, image : int or str, optional
+        Which image of a container file to open, by index or name: a CZI scene, a LIF image,
+        an ND2 XY position (the two keywords are synonyms). Required when the file holds
+        several; the error then lists them (as does :func:`list_images`).
+    timepoint : int, optional
+        Which time point of a time series (CZI, LIF, ND2) to open; required when there are
+        several, since clemlab images have no time dim.
 
     Returns
     -------
@@ -371,7 +397,9 @@ def open_image(
     MissingPixelSizeError
         The file has no (real-space) pixel size and ``pixel_size=`` was not given.
     ImageError, UnitError
-        Bad ``pixel_size``/``origin``/``units`` arguments or an unsupported image layout.
+        Bad ``pixel_size``/``origin``/``units`` arguments, an unsupported image layout (an
+        x-z scan is refused, never relabelled y-x), or an ambiguous container without
+        ``scene=``/``image=``.
 
     Examples
     --------
@@ -383,7 +411,7 @@ def open_image(
     >>> img.dims, img.clem.pixel_size["x"]
     (('y', 'x'), 0.1)
     """
-    from ..errors import ClemlabError, FileFormatError, MissingPixelSizeError, UnitError
+    from ..errors import ClemlabError, FileFormatError, ImageError, MissingPixelSizeError, UnitError
     from ..image import unit_to_um
 
     from . import zarr as zarr_io
@@ -397,9 +425,19 @@ def open_image(
         unit_to_um(units)  # unknown unit: UnitError listing the known units, before any reading
     except UnitError as exc:
         raise UnitError(f"{fmt_path(p)}: bad units={units!r}: {exc}") from None
+    if scene is not None and image is not None and scene != image:
+        raise ImageError(f"{fmt_path(p)}: pass scene= or image= (synonyms), not both")
+    choice = scene if scene is not None else image
     try:
         fmt = detect_format(p)
-        if fmt == "tiff":
+        if fmt not in ("czi", "lif", "nd2") and (choice is not None or timepoint is not None):
+            raise ImageError(
+                f"{fmt_path(p)} is not a CZI/LIF/ND2 container: scene=, image= and timepoint= do not "
+                "apply (use series= for a multi-image TIFF or DM file)"
+            )
+        if fmt in ("czi", "lif", "nd2"):
+            raw = _read_container(fmt, p, choice, timepoint, lazy, chunks)
+        elif fmt == "tiff":
             from . import tiff
 
             raw = tiff.read_tiff(p, lazy=lazy, chunks=chunks, series=series, crop_databar=crop_databar)
@@ -432,6 +470,121 @@ def open_image(
         raise new from exc
     except (OSError, MemoryError) as exc:
         raise FileFormatError(f"could not read {fmt_path(p)}: {exc}") from exc
+
+
+def _read_container(fmt: str, path: Path, choice: int | str | None, timepoint: int | None, lazy: bool | None,
+                    chunks: Any) -> RawImage:
+    """Read one image of a CZI / LIF / ND2 file (the readers import their libraries on first use)."""
+    if fmt == "czi":
+        from . import czi
+
+        return czi.read_czi(path, scene=choice, timepoint=timepoint, lazy=lazy, chunks=chunks)
+    if fmt == "lif":
+        from . import lif
+
+        return lif.read_lif(path, image=choice, timepoint=timepoint, lazy=lazy, chunks=chunks)
+    from . import nd2
+
+    return nd2.read_nd2(path, scene=choice, timepoint=timepoint, lazy=lazy, chunks=chunks)
+
+
+def list_images(path: str | os.PathLike) -> Any:
+    """What a microscope file holds: one row per image (CZI scene, LIF image, ND2 position).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any file :func:`open_image` reads; a file holding one image gives one row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the image index (what ``open_image(path, scene=i)`` takes), columns
+        ``name``, ``dims`` (the file's own axes, e.g. ``λ Y X`` for a LIF emission sweep),
+        ``sizes``, ``dtype``, ``pixel_size_x_um``, ``pixel_size_y_um``, ``pixel_size_z_um``
+        (NaN where the file has none), ``pixel_size_source``, ``channels``.
+
+    Raises
+    ------
+    FileFormatError
+        Missing, unreadable, truncated or unknown file.
+    """
+    import pandas as pd
+
+    from ..errors import ClemlabError, FileFormatError
+
+    p = _check_path(path)
+    try:
+        fmt = detect_format(p)
+        if fmt == "czi":
+            from . import czi
+
+            rows = czi.list_czi(p)
+        elif fmt == "lif":
+            from . import lif
+
+            rows = lif.list_lif(p)
+        elif fmt == "nd2":
+            from . import nd2
+
+            rows = nd2.list_nd2(p)
+        else:
+            rows = [_describe_single(p)]
+    except ClemlabError as exc:
+        new = _name_file(exc, p)
+        if new is exc:
+            raise
+        raise new from exc
+    except (OSError, MemoryError) as exc:
+        raise FileFormatError(f"could not read {fmt_path(p)}: {exc}") from exc
+    table = []
+    for row in rows:
+        px = row.get("pixel_size_um") or {}
+        table.append({
+            "name": row["name"],
+            "dims": " ".join(row["dims"]),
+            "sizes": ", ".join(f"{k} {v}" for k, v in row["sizes"].items()),
+            "dtype": row["dtype"],
+            "pixel_size_x_um": px.get("x", float("nan")),
+            "pixel_size_y_um": px.get("y", float("nan")),
+            "pixel_size_z_um": px.get("z", float("nan")),
+            "pixel_size_source": row.get("pixel_size_source", "none"),
+            "channels": _short_list(row.get("channels")),
+        })
+    frame = pd.DataFrame(table)
+    frame.index.name = "index"
+    return frame
+
+
+def _short_list(names: Sequence[str] | None, keep: int = 4) -> str:
+    """Channel names for a table cell: all of a few, else the first and last ones and the count."""
+    if not names:
+        return ""
+    if len(names) <= keep:
+        return ", ".join(names)
+    return f"{', '.join(names[:keep - 1])}, ..., {names[-1]} ({len(names)})"
+
+
+def _describe_single(path: Path) -> dict[str, Any]:
+    """The one row of a file that holds one image (read lazily, metadata only)."""
+    from ..errors import MissingPixelSizeError
+
+    calibrated = True
+    try:
+        img = open_image(path, lazy=True)
+    except MissingPixelSizeError:
+        img = open_image(path, lazy=True, pixel_size=1.0)  # only to learn dims, sizes and dtype
+        calibrated = False
+    px = {d: float(v) for d, v in img.clem.pixel_size.items()} if calibrated else {}
+    return {
+        "name": Path(path).name,
+        "dims": tuple(img.dims),
+        "sizes": dict(img.sizes),
+        "dtype": str(img.dtype),
+        "pixel_size_um": px,
+        "pixel_size_source": img.attrs.get("pixel_size_source", "none") if calibrated else "none",
+        "channels": [str(c) for c in img.coords["c"].values] if "c" in img.dims else None,
+    }
 
 
 def open_multiscale(path: str | os.PathLike, **kwargs: Any) -> Any:

@@ -18,15 +18,19 @@ tags are never used because instruments write screen defaults such as 64 or 96 d
 4. Olympus SIS (``pixelsizex/y`` in metres, applied to every series of the file that has the
    same height and width, since the RGB preview shows the same field).
 5. Tescan (private tag 50431, text ``PixelSizeX=...`` / ``PixelSizeY=...`` in metres).
-6. JEOL SEM side-car ``<name>.txt``: pixel size = ``$$SM_MICRON_MARKER`` length /
-   ``$$SM_MICRON_BAR`` pixels, rescaled by ``$CM_FULL_SIZE`` width / image width; rows below
-   ``$CM_FULL_SIZE`` height are a data bar and are cropped.
-7. DigitalMicrograph-exported TIFF (tags 65003-65011: units, offsets, scales of DM dims
+6. OpenFIBSEM / fibsem-os (tifffile JSON description with ``pixel_size`` ``{x, y}`` in metres
+   and ``microscope_state``; the stage position is kept in ``attrs["stage_position"]``, µm).
+7. JEOL SEM side-car ``<name>.txt`` (``$KEY value`` lines), first match wins:
+   ``$CM_FIELD_OF_VIEW`` / image size; ``$$SM_MICRON_MARKER`` length / ``$$SM_MICRON_BAR``
+   pixels, rescaled by ``$CM_FULL_SIZE`` width / image width; nominal 128 mm / ``$CM_MAG`` /
+   image width (JEOL's field of view at magnification 1). ``pixel_size_source`` names the
+   route. Rows below ``$CM_FULL_SIZE`` height are a data bar and are cropped.
+8. DigitalMicrograph-exported TIFF (tags 65003-65011: units, offsets, scales of DM dims
    x, y, z). The offset is the calibrated value of the first pixel: used as the origin.
-8. ImageJ (``XResolution``/``YResolution`` in pixels per ``unit`` from the description,
+9. ImageJ (``XResolution``/``YResolution`` in pixels per ``unit`` from the description,
    ``spacing`` for z, ``xorigin``/``yorigin``/``zorigin`` in pixels).
-9. tifffile "shaped" JSON description (3DCT convention): ``spacing`` + ``unit`` give the z step.
-10. Plain resolution tags: pixels per inch / cm / mm / µm, inverted. Resolution 1/1 without a
+10. tifffile "shaped" JSON description (3DCT convention): ``spacing`` + ``unit`` give the z step.
+11. Plain resolution tags: pixels per inch / cm / mm / µm, inverted. Resolution 1/1 without a
     unit means uncalibrated.
 
 Pyramids: :func:`read_tiff` reads the full-resolution level; :func:`open_multiscale` gives all
@@ -242,6 +246,12 @@ def _cal_ome(tf: Any, series: int, where: str) -> _Cal:
                     cal.origin[axis.lower()] = _um(float(v), first.get(f"Position{axis}Unit", "µm"))
                 except (ValueError, ImageError):
                     pass
+        if "x" in cal.origin and "y" in cal.origin:
+            # OME's Plane Position is the stage position of the plane; it is also the origin
+            cal.attrs["stage_position"] = {
+                **{d: cal.origin[d] for d in ("x", "y", "z") if d in cal.origin}, "units": "µm",
+                "source": "OME-XML Plane PositionX/Y/Z", "refers_to": "first plane (C=0, Z=0, T=0)",
+            }
     # clemlab's own annotation: exact values
     refs = {el.get("ID") for el in image if _local(el.tag) == "AnnotationRef"}
     for el in root.iter():
@@ -300,6 +310,12 @@ def _cal_fei(tf: Any, page: Any, height: int) -> _Cal:
     keep = {k: stage.get(k) for k in ("StageX", "StageY", "StageZ", "StageR", "StageT") if isinstance(stage.get(k), (int, float))}
     if keep:
         cal.attrs["stage_m"] = keep
+        if "StageX" in keep and "StageY" in keep:
+            cal.attrs["stage_position"] = {
+                **{k[-1].lower(): float(keep[k]) * 1e6 for k in ("StageX", "StageY", "StageZ") if k in keep},
+                "units": "µm", "source": "FEI [Stage] StageX/StageY/StageZ (m)",
+                "refers_to": "stage position when the image was taken",
+            }
     cal.attrs["instrument"] = "FEI/Thermo Fisher SEM/FIB"
     return cal
 
@@ -373,6 +389,12 @@ def _cal_tescan(text: str) -> _Cal:
     return cal
 
 
+# JEOL defines the horizontal field of view at magnification 1 as 128 mm (the reference photo
+# width of its SEMs); the pixel size from $CM_MAG is therefore nominal, not measured.
+_JEOL_FOV_AT_MAG1_UM = 128_000.0
+_JEOL_KEYS = ("$$SM_MICRON_BAR", "$CM_FORMAT", "$CM_MAG", "$CM_FIELD_OF_VIEW")
+
+
 def _jeol_sidecar(path: Path) -> Path | None:
     for cand in (path.with_suffix(".txt"), path.with_suffix(".TXT")):
         if cand.is_file():
@@ -380,19 +402,48 @@ def _jeol_sidecar(path: Path) -> Path | None:
                 head = cand.read_bytes()[:20000].decode("latin-1")
             except OSError:
                 return None
-            if "$$SM_MICRON_BAR" in head or "$CM_FORMAT" in head:
+            if any(key in head for key in _JEOL_KEYS):
                 return cand
     return None
 
 
-def _cal_jeol(txt: Path, shape_yx: tuple[int, int]) -> _Cal:
-    cal = _Cal(f"JEOL side-car {txt.name}")
-    cal.attrs["instrument"] = "JEOL SEM"
+def _jeol_fields(txt: Path) -> dict[str, str]:
+    """``$KEY value`` lines of a JEOL side-car (the first occurrence of a key wins)."""
+    raw = txt.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # older JEOL software writes Latin-1 ("µ" is one byte)
+        text = raw.decode("latin-1")
     fields: dict[str, str] = {}
-    for line in txt.read_bytes().decode("latin-1").splitlines():
+    for line in text.splitlines():
         parts = line.strip().split(None, 1)
         if len(parts) == 2 and parts[0].startswith("$"):
-            fields[parts[0]] = parts[1].strip()
+            fields.setdefault(parts[0], parts[1].strip())
+    return fields
+
+
+def _jeol_lengths_um(text: str) -> list[float]:
+    """Lengths in a JEOL value such as ``25.4µm 19.05µm`` or ``25.4 um 19.05 um``, in µm."""
+    out = []
+    for number, unit in re.findall(r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]+)", text):
+        try:
+            out.append(_um(float(number), unit))
+        except (ValueError, ImageError):
+            return []
+    return out
+
+
+def _cal_jeol(txt: Path, shape_yx: tuple[int, int]) -> _Cal:
+    """JEOL side-car calibration, first match wins:
+
+    1. ``$CM_FIELD_OF_VIEW`` (width and height of the scanned field, with units) / image size;
+    2. ``$$SM_MICRON_MARKER`` length / ``$$SM_MICRON_BAR`` pixels (in ``$CM_FULL_SIZE`` pixels,
+       rescaled to the image width);
+    3. nominal: 128 mm / ``$CM_MAG`` / image width (JEOL's field of view at magnification 1).
+    """
+    cal = _Cal(f"JEOL side-car {txt.name}")
+    cal.attrs["instrument"] = "JEOL SEM"
+    fields = _jeol_fields(txt)
     h, w = shape_yx
     full = fields.get("$CM_FULL_SIZE", "").split()
     full_w = full_h = None
@@ -401,25 +452,82 @@ def _cal_jeol(txt: Path, shape_yx: tuple[int, int]) -> _Cal:
             full_w, full_h = int(full[0]), int(full[1])
         except ValueError:
             full_w = full_h = None
+    image_h = full_h if full_h and full_w == w and 0 < full_h <= h else h
+    if full_h and full_w == w and 0 < full_h < h:
+        cal.crop_rows = h - full_h
+
+    fov = _jeol_lengths_um(fields.get("$CM_FIELD_OF_VIEW", ""))
     bar = _finite_positive(fields.get("$$SM_MICRON_BAR"))
     marker = fields.get("$$SM_MICRON_MARKER", "")
-    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]+)\s*", marker)
-    length_um = None
-    if m:
-        try:
-            length_um = _um(float(m.group(1)), m.group(2))
-        except (ValueError, ImageError):
-            length_um = None
-    if bar and length_um:
-        size = length_um / bar
+    marker_um = _jeol_lengths_um(marker)
+    mag = _finite_positive(fields.get("$CM_MAG"))
+    if fov and fov[0] > 0:
+        sx = fov[0] / w
+        sy = fov[1] / image_h if len(fov) > 1 and fov[1] > 0 else sx
+        cal.size = {"x": sx, "y": sy}
+        cal.source = f"JEOL side-car {txt.name}: $CM_FIELD_OF_VIEW {fields['$CM_FIELD_OF_VIEW']} / image size"
+    elif bar and len(marker_um) == 1 and marker_um[0] > 0:
+        size = marker_um[0] / bar
         if full_w and full_w != w:
             size *= full_w / w
         cal.size = {"x": size, "y": size}
-        cal.attrs["pixel_size_note"] = f"$$SM_MICRON_MARKER {marker} / $$SM_MICRON_BAR {fields.get('$$SM_MICRON_BAR')} px"
+        cal.source = f"JEOL side-car {txt.name}: $$SM_MICRON_MARKER {marker} / $$SM_MICRON_BAR {fields['$$SM_MICRON_BAR']} px"
+    elif mag:
+        size = _JEOL_FOV_AT_MAG1_UM / mag / w
+        cal.size = {"x": size, "y": size}
+        cal.source = (
+            f"JEOL side-car {txt.name}: nominal, from $CM_MAG {fields['$CM_MAG']} "
+            "(128 mm field of view at magnification 1 / magnification / image width)"
+        )
     else:
-        cal.missing = f"its JEOL side-car {txt.name} has no usable $$SM_MICRON_BAR / $$SM_MICRON_MARKER"
-    if full_h and full_w == w and 0 < full_h < h:
-        cal.crop_rows = h - full_h
+        cal.missing = (
+            f"its JEOL side-car {txt.name} has none of $CM_FIELD_OF_VIEW, "
+            "$$SM_MICRON_BAR + $$SM_MICRON_MARKER or $CM_MAG"
+        )
+    return cal
+
+
+def _fibsem_metadata(tf: Any) -> dict | None:
+    """The JSON metadata OpenFIBSEM / fibsem-os writes into the ImageDescription, if this is one."""
+    shaped = tf.shaped_metadata if tf.is_shaped else None
+    md = shaped[0] if shaped else None
+    if not isinstance(md, dict):
+        return None
+    px = md.get("pixel_size")
+    if isinstance(px, dict) and "x" in px and ("microscope_state" in md or "image" in md):
+        return md
+    return None
+
+
+def _cal_fibsem(md: dict) -> _Cal:
+    """OpenFIBSEM / fibsem-os: ``pixel_size`` ``{"x", "y"}`` in metres; the stage position
+    (``microscope_state.stage_position`` x/y/z, metres) is kept in ``attrs``."""
+    cal = _Cal("OpenFIBSEM metadata pixel_size (m)")
+    cal.attrs["instrument"] = "OpenFIBSEM / fibsem-os"
+    px = md["pixel_size"]
+    sx, sy = _finite_positive(px.get("x")), _finite_positive(px.get("y"))
+    if sx is not None:
+        cal.size = {"x": sx * 1e6, "y": (sy if sy is not None else sx) * 1e6}
+    else:
+        cal.missing = "its OpenFIBSEM metadata has no positive pixel_size"
+    image = md.get("image") if isinstance(md.get("image"), dict) else {}
+    beam = image.get("beam_type")
+    if isinstance(beam, str):
+        cal.attrs["beam_type"] = beam
+    if "version" in md:
+        cal.attrs["fibsem_metadata_version"] = str(md["version"])
+    state = md.get("microscope_state") if isinstance(md.get("microscope_state"), dict) else {}
+    stage = state.get("stage_position") if isinstance(state.get("stage_position"), dict) else {}
+    pos = {k: stage.get(k) for k in ("x", "y", "z") if isinstance(stage.get(k), (int, float))}
+    if "x" in pos and "y" in pos:
+        cal.attrs["stage_position"] = {
+            **{k: float(v) * 1e6 for k, v in pos.items()}, "units": "µm",
+            "source": "OpenFIBSEM microscope_state.stage_position (m)",
+            "refers_to": "stage position when the image was taken",
+        }
+        for k in ("r", "t"):
+            if isinstance(stage.get(k), (int, float)):
+                cal.attrs["stage_position"][f"{k}_rad"] = float(stage[k])
     return cal
 
 
@@ -536,6 +644,9 @@ def _calibrate(tf: Any, path: Path, series: int, page: Any, shape_yx: tuple[int,
         text = tescan.decode("latin-1", "replace") if isinstance(tescan, bytes) else str(tescan)
         if "PixelSize" in text:
             return _cal_tescan(text)
+    fibsem = _fibsem_metadata(tf)
+    if fibsem is not None:
+        return _cal_fibsem(fibsem)
     txt = _jeol_sidecar(path)
     if txt is not None:
         return _cal_jeol(txt, shape_yx)
