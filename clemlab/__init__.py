@@ -66,6 +66,8 @@ _EXPORTS = {
     "match_fiducials": "fiducials",
     "FiducialMatch": "fiducials",
     "synthetic_clem": "datasets",
+    "register_images": "imagereg",
+    "ImageMatch": "imagereg",
     "plot_overlay": "viz",
     "LandmarkPicker": "widgets",
     "OverlayViewer": "widgets",
