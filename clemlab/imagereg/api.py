@@ -136,7 +136,7 @@ def _seeded_grids(initial, coarse, fixed_field):
             raise RegistrationError("initial clicks need at least two 2-D pairs (moving, fixed), "
                                     f"got {len(src)}")
         z, w = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
-        baseline = float(np.max(np.abs(z - z.mean())))
+        baseline = float(np.max(np.abs(z[:, None] - z[None, :])))  # longest click separation
         starts = []
         for mirror in (False, True):
             zz = np.conj(z) if mirror else z
@@ -144,13 +144,15 @@ def _seeded_grids(initial, coarse, fixed_field):
             b = w.mean() - a * zz.mean()
             mat = np.eye(3)
             lin = np.array([[a.real, -a.imag], [a.imag, a.real]])
-            mat[:2, :2] = lin @ np.diag([-1.0, 1.0]) if mirror else lin
+            mat[:2, :2] = lin @ np.diag([1.0, -1.0]) if mirror else lin  # a conj(z) flips y
             mat[:2, 2] = [b.real, b.imag]
             starts.append(mat)
         if len(src) >= 3:  # three or more clicks tell the mirror branch: keep the better fit
             res = [np.sum(np.abs((m[:2, :2] @ src.T).T + m[:2, 2] - dst) ** 2) for m in starts]
             starts = [starts[int(np.argmin(res))]]
-        click_err = max(2.0, 2 * coarse)  # µm, generous
+        # rough clicks are ~1 µm off on each side: the pair's direction and length are then
+        # off by up to ~2 x 1.5 µm over the separation
+        click_err = 1.5
         d_angle = math.degrees(2 * click_err / max(baseline, 1e-6))
         d_scale = 2 * click_err / max(baseline, 1e-6)
     else:
@@ -160,7 +162,7 @@ def _seeded_grids(initial, coarse, fixed_field):
                                     "or Landmarks with rough clicks")
         starts = [m]
         d_angle, d_scale = 6.0, 0.08
-    d_angle = min(max(d_angle, 3.0), 30.0)
+    d_angle = min(max(d_angle, 4.0), 30.0)
     d_scale = min(max(d_scale, 0.04), 0.25)
     return starts, d_angle, d_scale
 
@@ -239,8 +241,8 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
             a0, s0, mir = _pose_params(m)
             if mirror is not None and mir != bool(mirror):
                 continue
-            angles = a0 + _grid(-d_angle, d_angle, 2.0)
-            scales = s0 * np.exp(_grid(-d_scale, d_scale, 0.04))
+            angles = a0 + _grid(-d_angle, d_angle, 3.0)
+            scales = s0 * np.exp(_grid(-d_scale, d_scale, 0.05))
             centre = (np.linalg.inv(m) @ np.r_[corners(fx_c).mean(axis=0), 1.0])[:2]
             c, sc = global_search(mv_c, fx_c, angles, scales, (mir,), keep=keep,
                                   centre=centre, radius=max(6.0, 3 * coarse))
@@ -341,15 +343,15 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
         verdict = "good"
         if ratio > DISTINCT_RATIO:
             verdict = "ambiguous"
-            reasons.append(f"a different pose explains {ratio:.0%} as much patch evidence as the best: "
+            reasons.append(f"a different pose has {ratio:.0%} as many consistent patches as the best: "
                            "the content is repetitive or sparse; give two rough clicks (initial=) to choose.")
         if frac < GOOD_FRACTION:
             verdict = "ambiguous"
             reasons.append(f"only {n_in} of {n_tried} textured patches ({frac:.0%}) agree with the model: "
                            "check the overlay, or try model='affine' or 'tps' if the sample is distorted.")
         if verdict == "good":
-            reasons.append(f"{n_in} of {n_tried} textured patches ({frac:.0%}) agree with the model and the "
-                           f"runner-up pose explains {ratio:.0%} as much.")
+            reasons.append(f"{n_in} of {n_tried} textured patches ({frac:.0%}) agree with the model; the "
+                           f"runner-up pose has {ratio:.0%} as many.")
     confidence = float(np.clip(frac * (1 - ratio), 0, 1)) if verdict != "failed" else 0.0
     start = None
     if best is not None:
