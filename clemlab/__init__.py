@@ -68,6 +68,7 @@ _EXPORTS = {
     "synthetic_clem": "datasets",
     "register_images": "imagereg",
     "ImageMatch": "imagereg",
+    "coherent_point_drift": "imagereg",
     "plot_overlay": "viz",
     "LandmarkPicker": "widgets",
     "OverlayViewer": "widgets",

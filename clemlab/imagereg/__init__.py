@@ -5,5 +5,6 @@ See :mod:`clemlab.imagereg.api` for the pipeline and the verdict.
 """
 
 from .api import ImageMatch, register_images
+from .cpd import CPDResult, coherent_point_drift
 
-__all__ = ["ImageMatch", "register_images"]
+__all__ = ["CPDResult", "ImageMatch", "coherent_point_drift", "register_images"]
