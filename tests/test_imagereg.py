@@ -83,3 +83,48 @@ def test_multichannel_needs_channel():
                       modality="LM")
     with pytest.raises(cl.ImageError, match="channel="):
         cl.register_images(lm2, d.em)
+
+
+# --- the real DeepCLEM pair (C. elegans array tomography; no pixel sizes stored) ---------
+DEEPCLEM_PX = 0.015  # µm per pixel, passed by hand to both images (nuclei ~4 µm across)
+# Nucleus centres clicked by eye on the full images (pixels (col, row)), read off the three
+# nuclei seen in both: EM left, middle, right and their Hoechst partners. Each is uncertain by
+# about 10 px (0.15 µm): the centre of an ellipse judged by eye.
+LM_NUCLEI_PX = np.array([[225, 611], [554, 721], [935, 585]], float)
+EM_NUCLEI_PX = np.array([[180, 310], [510, 390], [870, 200]], float)
+
+
+@pytest.fixture(scope="module")
+def deepclem(shared_data):
+    iio = pytest.importorskip("imageio.v3")
+    em = iio.imread(shared_data("deepclem/example_unregistered/EM.png"))[..., 0]
+    lm = iio.imread(shared_data("deepclem/example_unregistered/Chromatin.png"))[..., 2]  # Hoechst: blue
+    return (cl.as_image(lm, pixel_size=DEEPCLEM_PX, modality="LM"),
+            cl.as_image(em, pixel_size=DEEPCLEM_PX, modality="EM"))
+
+
+def test_deepclem_from_rough_clicks_agrees_with_clicked_landmarks(deepclem):
+    lm, em = deepclem
+    careful = cl.register(cl.Landmarks.from_points(LM_NUCLEI_PX * DEEPCLEM_PX, EM_NUCLEI_PX * DEEPCLEM_PX),
+                          "similarity")
+    rng = np.random.default_rng(1)
+    grid = np.stack(np.meshgrid(np.linspace(2, 13, 4), np.linspace(6, 12, 3)), -1).reshape(-1, 2)  # LM µm
+    results = []
+    for pair in [(0, 1), (1, 2), (0, 2)]:
+        # rough clicks: the careful centres moved by ~1 µm-scale errors (0.3 µm here: the field is 8 µm)
+        k = list(pair)
+        clicks = cl.Landmarks.from_points(LM_NUCLEI_PX[k] * DEEPCLEM_PX + rng.normal(0, 0.3, (2, 2)),
+                                          EM_NUCLEI_PX[k] * DEEPCLEM_PX + rng.normal(0, 0.3, (2, 2)))
+        m = cl.register_images(lm, em, initial=clicks)
+        assert m.verdict != "failed", m.why
+        results.append(m)
+        # agrees with the clicked nucleus centres within their own uncertainty (10 px)
+        d = np.linalg.norm(m.registration.transform(LM_NUCLEI_PX * DEEPCLEM_PX) - EM_NUCLEI_PX * DEEPCLEM_PX, axis=1)
+        assert np.all(d < 15 * DEEPCLEM_PX), d / DEEPCLEM_PX
+        assert np.all(np.linalg.norm(m.registration.transform(grid) - careful.transform(grid), axis=1) < 0.3)
+    # identical from the three pairs of clicks, within the stated (predicted) error
+    ref = results[0].registration
+    for m in results[1:]:
+        diff = np.linalg.norm(m.registration.transform(grid) - ref.transform(grid), axis=1)
+        stated = 3 * np.hypot(ref.predicted_error(grid), m.registration.predicted_error(grid)) + 1e-3
+        assert np.all(diff <= stated), (diff, stated)

@@ -46,6 +46,8 @@ FAIL_FRACTION = 0.25
 #: The runner-up pose must explain at most this fraction of the best pose's patch evidence
 #: for the best to count as distinct.
 DISTINCT_RATIO = 0.6
+#: Most pixels across the field at the finest refinement level.
+FINEST_PIXELS = 200
 #: Pixels across the fixed field at the coarse search level.
 COARSE_PIXELS = 28
 
@@ -222,8 +224,10 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     t0 = time.perf_counter()
     mv_full, fx_full = plane_of(moving, channel), plane_of(fixed, fixed_channel)
     inv = _default_invert(moving, fixed) if invert is None else bool(invert)
-    finest = max(mv_full.step, fx_full.step)
     field_size = min(_field_size(fx_full), _field_size(mv_full))
+    # the finest level: the coarser pixel size, but no finer than FINEST_PIXELS across the
+    # field (finer maps add shot noise and stain detail the other modality lacks)
+    finest = max(mv_full.step, fx_full.step, field_size / FINEST_PIXELS)
     coarse = max(finest, field_size / COARSE_PIXELS)
     mv_c = represent(mv_full, coarse, representation, False)
     fx_c = represent(fx_full, coarse, representation, inv)
