@@ -154,7 +154,7 @@ def _seeded_grids(initial, coarse, fixed_field):
             starts = [starts[int(np.argmin(res))]]
         # rough clicks are ~1 µm off on each side: the pair's direction and length are then
         # off by up to ~2 x 1.5 µm over the separation
-        click_err = 1.5
+        click_err = 2.0
         d_angle = math.degrees(2 * click_err / max(baseline, 1e-6))
         d_scale = 2 * click_err / max(baseline, 1e-6)
     else:
@@ -164,7 +164,7 @@ def _seeded_grids(initial, coarse, fixed_field):
                                     "or Landmarks with rough clicks")
         starts = [m]
         d_angle, d_scale = 6.0, 0.08
-    d_angle = min(max(d_angle, 4.0), 30.0)
+    d_angle = min(max(d_angle, 4.0), 180.0)  # clicks close together: any rotation
     d_scale = min(max(d_scale, 0.04), 0.25)
     return starts, d_angle, d_scale
 
