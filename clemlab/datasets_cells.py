@@ -332,8 +332,12 @@ def synthetic_cells(
     dna = cv2.GaussianBlur(fields["chromatin"], (0, 0), psf_sigma / field_step, borderType=cv2.BORDER_REPLICATE)
     f = lm_pixel_size / field_step
     ly, lx = np.mgrid[0:lm_shape[0], 0:lm_shape[1]].astype(np.float64)
-    box = ndi.uniform_filter(dna, max(int(round(f)), 1), mode="nearest")
-    expected = lm_background + lm_photons * _sample(box, np.stack([lx, ly], -1) * lm_pixel_size, field_step)
+    k = max(int(round(f)), 1)
+    box = ndi.uniform_filter(dna, k, mode="nearest")
+    # an even box of k samples is centred half a sample before its output index
+    centre_shift = field_step / 2 if k % 2 == 0 else 0.0
+    expected = lm_background + lm_photons * _sample(box, np.stack([lx, ly], -1) * lm_pixel_size + centre_shift,
+                                                    field_step)
     autofluor = 1 + 0.15 * cv2.GaussianBlur(fields["cell"], (0, 0), 1.0 / field_step)
     expected = expected * _sample(autofluor, np.stack([lx, ly], -1) * lm_pixel_size, field_step)
     counts = rng_noise.poisson(expected) + rng_noise.normal(0, 2.0, expected.shape)

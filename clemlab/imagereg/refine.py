@@ -89,7 +89,9 @@ def match_patches(moving: Plane, fixed: Plane, matrix: np.ndarray, patch_um: flo
             src.append(p[:2])
             dst.append((matrix @ q)[:2])
             scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
-            sig.append(scale * step * max(np.sqrt(var_px), 0.05))
+            # patches overlap by half: every pixel informs four matches, so the fit would
+            # count its evidence four times; doubling each sigma restores its weight
+            sig.append(2.0 * scale * step * max(np.sqrt(var_px), 0.05))
             val.append(c0)
     z = np.zeros((0, 2))
     return Matches(np.array(src) if src else z, np.array(dst) if dst else z, np.array(sig), np.array(val), n_tried)
