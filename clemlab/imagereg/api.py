@@ -33,9 +33,9 @@ import numpy as np
 from .. import transforms as _tf
 from ..errors import RegistrationError
 from ..landmarks import Landmarks
-from .refine import Matches, match_patches, robust_fit
+from .refine import match_patches, robust_fit
 from .represent import plane_of, represent
-from .search import Candidate, corners, global_search, linear, same_pose
+from .search import corners, global_search, same_pose
 
 #: Fewest consistent patch matches for any verdict but "failed".
 MIN_INLIERS = 6
