@@ -31,6 +31,7 @@ _EXPORTS = {
     "write_ome_zarr": "io",
     "read_navigator": "io",
     "write_navigator": "io",
+    "stage_affine": "io.serialem",
     "targets_from_points": "targets",
     "targets_from_polygons": "targets",
     "targets_from_mask": "targets",
@@ -68,6 +69,8 @@ _EXPORTS = {
     "match_fiducials": "fiducials",
     "FiducialMatch": "fiducials",
     "synthetic_clem": "datasets",
+    "synthetic_clem_small": "datasets",
+    "synthetic_cells": "datasets",
     "register_images": "imagereg",
     "ImageMatch": "imagereg",
     "coherent_point_drift": "imagereg",
@@ -98,7 +101,7 @@ from . import image as _image  # noqa: E402,F401
 # the function however the module is imported later (``from clemlab.correlate import ...``).
 from .correlate import correlate, stack_channels  # noqa: E402,F401
 
-_SUBMODULES = {"datasets", "errors", "fiducials", "image", "io", "landmarks", "mosaic", "registration",
+_SUBMODULES = {"datasets", "errors", "fiducials", "image", "imagereg", "io", "landmarks", "mosaic", "registration",
                "resample", "targets", "transforms", "viz", "widgets"}
 
 

@@ -19,8 +19,9 @@ placement (``_placement``), drawing primitives (``_drawing``), the cell layer
 """
 
 from .clem import LM_CHANNELS, LM_COLORS, SyntheticCLEM, synthetic_clem, synthetic_clem_small
+from .cells import SyntheticCells, synthetic_cells
 from .cryo import SyntheticCryo, synthetic_cryo
 from .matching import MatchingTrial, matching_trial
 
-__all__ = ["SyntheticCLEM", "synthetic_clem", "synthetic_clem_small", "LM_CHANNELS", "LM_COLORS",
+__all__ = ["SyntheticCells", "synthetic_cells", "SyntheticCLEM", "synthetic_clem", "synthetic_clem_small", "LM_CHANNELS", "LM_COLORS",
            "SyntheticCryo", "synthetic_cryo", "MatchingTrial", "matching_trial"]

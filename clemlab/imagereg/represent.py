@@ -8,7 +8,7 @@ is. The representations (``kind``):
 ``"intensity"``
     Area-averaged intensity at the working pixel size, EM inverted (dark = dense = bright,
     like the fluorescent DNA), each robustly standardised. Chosen by default: measured on
-    :func:`clemlab.datasets_cells.synthetic_cells` pairs it separates the true pose from the
+    :func:`clemlab.datasets.synthetic_cells` pairs it separates the true pose from the
     best wrong one by the widest margin of the representations below at LM resolution, and it
     is what the LM image is (a blurred density).
 ``"gradient"``

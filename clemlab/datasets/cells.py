@@ -28,10 +28,10 @@ import xarray as xr
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from . import _opencv
-from . import transforms as _tf
-from .errors import ImageError
-from .image import as_image
+from .. import _opencv
+from .. import transforms as _tf
+from ..errors import ImageError
+from ..image import as_image
 
 __all__ = ["SyntheticCells", "synthetic_cells"]
 
