@@ -1,6 +1,6 @@
 """Registration without fiducials: success rate, error, silent failures and time per pair.
 
-Seeded trials of :func:`clemlab.datasets_cells.synthetic_cells` (2048² EM at 20 nm, 512² LM
+Seeded trials of :func:`clemlab.datasets.synthetic_cells` (2048² EM at 20 nm, 512² LM
 at 200 nm): rotation uniform over the full circle, scale 0.8-1.25, mirror in half the
 trials, EM-field offset up to 30 % of the LM field, EM dose 15-60 electrons/pixel and stain
 contrast 0.5-1.2. Error: RMS over a 5 x 5 grid across the EM field of the returned transform
@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import clemlab as cl
-from clemlab.datasets_cells import synthetic_cells
+from clemlab.datasets import synthetic_cells
 
 LM_PX = 0.2
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import clemlab as cl
-from clemlab.datasets_cells import synthetic_cells
+from clemlab.datasets import synthetic_cells
 
 LM_PX = 0.2  # µm, synthetic_cells' default LM pixel size
 
