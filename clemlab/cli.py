@@ -147,10 +147,27 @@ def _cmd_ngff_transform(args) -> int:
     return 0
 
 
+def _cmd_info(args) -> int:
+    from .io.info import info
+
+    scene = int(args.scene) if args.scene is not None and args.scene.isdigit() else args.scene
+    for path in args.files:
+        print(info(path, scene=scene, timepoint=args.timepoint))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clemlab`` console script."""
     parser = argparse.ArgumentParser(prog="clemlab", description="Correlative light and electron microscopy.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"clemlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="what a microscope file holds: images, dims, pixel size and its source",
+                          epilog="example: clemlab info sample.czi --scene 1")
+    info.add_argument("files", nargs="+", metavar="FILE")
+    info.add_argument("--scene", help="image of a container file, by name or index (CZI scene, LIF image)")
+    info.add_argument("--timepoint", type=int, help="time point of a time series")
     demo = sub.add_parser("demo", help="run the whole workflow on the bundled synthetic sample")
     demo.add_argument("--out", default="clemlab_demo", help="output folder (default: clemlab_demo)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
@@ -172,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "ngff-transform":
             return _cmd_ngff_transform(args)
+        if args.command == "info":
+            return _cmd_info(args)
         return _cmd_register(args)
     except ClemlabError as exc:
         if args.command == "ngff-transform":  # the conformance runner reads a JSON message

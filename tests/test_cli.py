@@ -57,3 +57,13 @@ def test_register_command_bad_file(tmp_path):
     res = run("register", str(tmp_path / "missing.json"))
     assert res.returncode == 2
     assert "missing.json does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_version_and_info_of_a_real_lif(shared_data):
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"clemlab {cl.__version__}"
+    lif = shared_data("lif-readlif/LeicaLASX_wavelength-sweep_example.lif")
+    done = run("info", str(lif), "--scene", "x_y_lambdaEmi")
+    assert done.returncode == 0, done.stderr
+    assert "x_y_lambdaEmi" in done.stdout and "LIF DimensionDescription" in done.stdout
+    assert "0.1048" in done.stdout  # µm per pixel as the file's README gives
