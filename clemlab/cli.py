@@ -44,10 +44,7 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
         ``fre_rms_nm``, ``tre_rms_nm``, ``tre_max_nm``, ``n_landmarks``, ``n_heldout``,
         ``files`` (list of paths), ``seconds``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure without pyplot: no backend is chosen or changed
 
     from . import _atomic
     from .datasets import synthetic_clem
@@ -101,10 +98,11 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
 
     corr = correlate(sample.em, sample.lm, reg)
     files = []
-    fig = plot_overlay(corr, points=sample.fiducials_em, title=f"LM on EM (affine, {len(landmarks)} beads)")
+    ax = Figure(figsize=(7, 7 * sample.em.sizes["y"] / sample.em.sizes["x"])).add_subplot()
+    fig = plot_overlay(corr, points=sample.fiducials_em, ax=ax,
+                       title=f"LM on EM (affine, {len(landmarks)} beads)")
     png = out / "overlay.png"
     _atomic.atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-    plt.close(fig)
     files.append(png)
     files.append(_atomic.atomic_write_text(out / "transform.json",
                                            json.dumps(reg.transform.to_dict(), indent=1) + "\n"))
