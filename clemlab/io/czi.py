@@ -53,16 +53,6 @@ _COMPRESSION_NAMES = {5: "zstd (zstd0)", 6: "zstd with header (zstd1)"}
 _HANDLED = set("XYCZTSM")
 
 
-def _import_czifile() -> Any:
-    try:
-        import czifile
-    except ImportError as exc:  # pragma: no cover - a normal dependency
-        raise ImportError(
-            f"reading Zeiss CZI files needs the czifile package ({exc}); install it with: pip install czifile"
-        ) from exc
-    return czifile
-
-
 @dataclass
 class _Tile:
     index: int  # position in the file's subblock directory
@@ -114,7 +104,8 @@ class _Layout:
 
 
 def _open(path: Path, where: str) -> Any:
-    czifile = _import_czifile()
+    import czifile  # a dependency, loaded on first use so `import clemlab` stays light
+
     try:
         return czifile.CziFile(os.fspath(path), detectmosaic=False)
     except Exception as exc:  # czifile raises ValueError, struct.error, OSError on bad files

@@ -36,18 +36,9 @@ _KNOWN = {"X", "Y", "Z", "T", "S", *_CHANNEL_AXES}
 _SOURCE = "LIF DimensionDescription (X/Y coords, m)"
 
 
-def _import_liffile() -> Any:
-    try:
-        import liffile
-    except ImportError as exc:  # pragma: no cover - a normal dependency
-        raise ImportError(
-            f"reading Leica LIF files needs the liffile package ({exc}); install it with: pip install liffile"
-        ) from exc
-    return liffile
-
-
 def _open(path: Path) -> Any:
-    liffile = _import_liffile()
+    import liffile  # a dependency, loaded on first use so `import clemlab` stays light
+
     where = fmt_path(path)
     try:
         lif = liffile.LifFile(os.fspath(path))

@@ -32,18 +32,9 @@ _KNOWN = {"T", "P", "Z", "C", "Y", "X", "S"}
 _SOURCE = "ND2 voxel_size() (µm)"
 
 
-def _import_nd2() -> Any:
-    try:
-        import nd2
-    except ImportError as exc:  # pragma: no cover - a normal dependency
-        raise ImportError(
-            f"reading Nikon ND2 files needs the nd2 package ({exc}); install it with: pip install nd2"
-        ) from exc
-    return nd2
-
-
 def _open(path: Path) -> Any:
-    nd2 = _import_nd2()
+    import nd2  # a dependency, loaded on first use so `import clemlab` stays light
+
     f = None
     try:
         f = nd2.ND2File(os.fspath(path))
