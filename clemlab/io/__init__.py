@@ -621,10 +621,10 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
 
 
 def write_ome_tiff(image: xr.DataArray, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Write a clemlab image to an OME-TIFF, atomically; see :func:`clemlab.io.tiff.write_ome_tiff`."""
-    from . import tiff
+    """Write a clemlab image to an OME-TIFF, atomically; see :func:`clemlab.io.tiff_write.write_ome_tiff`."""
+    from . import tiff_write
 
-    return tiff.write_ome_tiff(image, path, **kwargs)
+    return tiff_write.write_ome_tiff(image, path, **kwargs)
 
 
 def read_navigator(path: str | os.PathLike) -> Any:
