@@ -519,10 +519,15 @@ def _block_mean(a, r):
     return np.clip(np.rint(mean), 0, np.iinfo(a.dtype).max).astype(a.dtype)
 
 
-def test_warp_written_block_by_block_equals_whole(tmp_path):
-    """A lazy warp written to OME-Zarr in several passes (chunks 16: shards of 128 px, blocks of
-    2 x 2 shards, over a 300 x 333 output) gives the pyramid of the whole image."""
+def test_warp_written_block_by_block_equals_whole(tmp_path, monkeypatch):
+    """A lazy warp written to OME-Zarr in several passes (chunks 16: shards of 128 px; blocks
+    limited to one shard, so a 300 x 333 output takes 3 x 3 passes) gives the pyramid of the
+    whole image."""
     import zarr
+
+    from clemlab.io import zarr as cz
+
+    monkeypatch.setattr(cz, "STORE_BLOCK_BYTES", 128 * 128)
 
     src = source(np.uint8, shape=(420, 470))
     tf = _center_on(TRANSFORMS["rotation+scale"], src, target((300, 333)))

@@ -25,11 +25,11 @@ Chunks and shards. Each array is stored in shards (one object per shard) of
 ``SHARD_CHUNKS x SHARD_CHUNKS`` inner chunks in y and x, so a large mosaic is a few dozen
 objects while a reader can still fetch one small chunk; chunks are Blosc-LZ4 compressed.
 Each level's dask chunks are cut on that level's shard grid, so no two tasks ever write the
-same shard. The pyramid is written in passes (``dask.array.store``), one per block of
-``STORE_BLOCK_SHARDS x STORE_BLOCK_SHARDS`` level-0 shards, every level's share of the block
-at once: peak memory is bounded by one block, whatever the image size. Coarser levels whose
-shards span several blocks are completed pass after pass (zarr merges a partial shard write
-with what is stored).
+same shard. The pyramid is written in passes (``dask.array.store``), one per square block of
+level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once: peak
+memory is bounded by one block, whatever the image size. Coarser levels whose shards span
+several blocks are completed pass after pass (zarr merges a partial shard write with what is
+stored).
 
 Local targets (a path or ``file://`` URL) are written into a temporary folder beside the
 target and renamed into place at the end, so a reader never sees a half-written pyramid;
@@ -62,8 +62,8 @@ _NGFF_UNIT = "micrometer"
 DEFAULT_CHUNK = 512
 #: Inner chunks per shard side, in y and x.
 SHARD_CHUNKS = 8
-#: Level-0 shards per side of the blocks that write_ome_zarr stores one after another.
-STORE_BLOCK_SHARDS = 2
+#: Level-0 bytes of the blocks that write_ome_zarr stores one after another (at least one shard).
+STORE_BLOCK_BYTES = 256 * 2**20
 
 
 def _fmt(path: Any) -> str:
@@ -229,22 +229,26 @@ def _pyramid(data, dims: tuple[str, ...], factors: list[int], shards: list[tuple
 
 
 def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int], shards: list[tuple]) -> None:
-    """Compute and write the pyramid, one level-0 block of STORE_BLOCK_SHARDS² shards at a time.
+    """Compute and write the pyramid, one level-0 block of ``n x n`` shards at a time.
 
     One ``dask.array.store`` over a large lazy image (e.g. a warp) lets dask's ordering read
     inputs for far-away output chunks long before they are used, so peak memory would grow
     with the image. Storing block by block (every level's share of the block in the same pass)
-    bounds it by one block's inputs; inputs on a block edge are computed once per block that
-    needs them. Blocks start on level-0 shards and on every level's pixels.
+    bounds it by one block's inputs. Inputs on a block edge are computed (read) once per block
+    that needs them, so blocks are as large as STORE_BLOCK_BYTES allows and square, the shape
+    with the shortest edge for their area. Blocks start on level-0 shards and on every level's
+    pixels.
     """
     import dask.array as da
 
     iy, ix = dims.index("y"), dims.index("x")
     fmax = max([1] + factors)
+    shard_bytes = data.dtype.itemsize * math.prod(n if i in (iy, ix) else data.shape[i] for i, n in enumerate(shards[0]))
+    n = max(1, math.isqrt(STORE_BLOCK_BYTES // shard_bytes))
     step = {}
     for d, i in (("y", iy), ("x", ix)):
         unit = math.lcm(shards[0][i], fmax)
-        step[d] = -(-STORE_BLOCK_SHARDS * shards[0][i] // unit) * unit
+        step[d] = -(-n * shards[0][i] // unit) * unit
     ny, nx = data.shape[iy], data.shape[ix]
     for y0 in range(0, ny, step["y"]):
         for x0 in range(0, nx, step["x"]):
