@@ -393,3 +393,18 @@ def test_registration_round_trip_thin_plate_spline(tmp_path):
     assert np.all(np.isfinite(err)) and err.max() <= 0.05 * 0.05
     assert err.max() > 0  # a sampled field, not the spline itself
     np.testing.assert_array_equal(cl.open_image(path).values, cl.stack_channels(corr).values)
+
+
+def test_registration_written_with_an_lm_image(tmp_path):
+    """An image in the registration's source frame is placed in "lm"; the map still reads back."""
+    reg, _ = small_registration()
+    lm = cl.as_image(np.random.default_rng(6).integers(0, 255, (40, 48), dtype=np.uint8), pixel_size=0.1,
+                     modality="LM", frame="LM")
+    path = cl.write_ome_zarr(lm, tmp_path / "lm.ome.zarr", registration=reg, scale_factors=())
+    ms = zarr.open_group(str(path), mode="r").attrs["ome"]["multiscales"][0]
+    assert ms["coordinateTransformations"][-1]["output"]["name"] == "lm"
+    pts = np.random.default_rng(8).uniform(0, 4, (50, 2))
+    assert np.abs(cl.read_transform(path, "lm", "em")(pts) - reg.transform(pts)).max() < 1e-9
+    back = cl.open_image(path)
+    np.testing.assert_array_equal(back.values, lm.values)
+    np.testing.assert_allclose(back.x.values, lm.x.values, atol=1e-12)

@@ -300,7 +300,9 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         Replace an existing store at ``path``.
     registration : clemlab.registration.Registration, optional
         Written as NGFF 0.6 coordinate transformations ``"lm"`` -> ``"em"`` (the root becomes
-        NGFF 0.6; :func:`clemlab.read_transform` reads it back) and, in full, in the group
+        NGFF 0.6; :func:`clemlab.read_transform` reads it back; the image lives in ``"em"``,
+        or in ``"lm"`` when its frame is the registration's source frame: then a non-linear
+        map is sampled to 0.05 of the image's own pixel) and, in full, in the group
         attrs as ``clemlab.registration`` (:meth:`Registration.to_dict`: model, transform,
         landmarks, diagnostics). Default: the image's (or Dataset's) ``clem:registration``
         attr, if any.
@@ -378,13 +380,19 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
     grids = [_level_grid(s, dims, csize) for s in shapes]
     group_attrs = _group_metadata(img, dims, factors, attrs, docs)
 
+    # the image lives in the registration's target ("em") unless its frame is the source's
+    in_source = registration is not None and attrs.get("frame") is not None \
+        and attrs.get("frame") == registration.transform.source_frame
+    reg_args = None if registration is None else {
+        "registration": registration, "image_frame": "lm" if in_source else "em",
+        "pixel_size": min(img.clem.pixel_size[d] for d in ("y", "x")) if in_source else None}
     if local is None:
         _write_store(str(path), "w" if overwrite else "w-", data, dims, factors, shapes, grids, group_attrs,
-                     registration)
+                     reg_args)
         return path
     tmp = parent / f".{local.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        _write_store(str(tmp), "w-", data, dims, factors, shapes, grids, group_attrs, registration)
+        _write_store(str(tmp), "w-", data, dims, factors, shapes, grids, group_attrs, reg_args)
         if local.exists():  # overwrite: swap in the new folder, then drop the old one
             old = parent / f".{local.name}.{uuid.uuid4().hex[:8]}.old"
             os.replace(local, old)
@@ -427,9 +435,10 @@ def _group_metadata(img, dims: tuple[str, ...], factors: list[int], attrs: dict,
     return {"ome": ome, "clemlab": {"version": 1, "attrs": attrs, **docs}}
 
 
-def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, group_attrs, registration) -> None:
+def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, group_attrs, reg_args) -> None:
     """Create the group and its level arrays at ``where``, write the pyramid, then the
-    registration; the metadata naming a registration is written last."""
+    registration (``reg_args``: keyword arguments of ``write_registration``, or None); the
+    metadata naming a registration is written last."""
     import zarr
 
     try:
@@ -446,10 +455,10 @@ def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, grou
         ))
     group.attrs.update(group_attrs)
     _store_blocks(data, targets, dims, factors, [shard for _, shard in grids])
-    if registration is not None:
+    if reg_args is not None:
         from .ngff_transforms_write import write_registration
 
-        write_registration(group, registration)
+        write_registration(group, **reg_args)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -472,7 +481,8 @@ def _open_group(path: Any):
         node = zarr.open(where, mode="r")
     except Exception as exc:  # zarr raises several kinds for a missing or damaged store
         raise FileFormatError(f"cannot read {_fmt(where)} as a zarr group ({type(exc).__name__}: {exc}); "
-                              "the store is missing or damaged: rewrite the OME-Zarr") from None
+                              "the store is missing or damaged: rewrite the OME-Zarr (formats other than "
+                              "OME-Zarr are read from local files only)") from None
     if not isinstance(node, zarr.Group):
         raise FileFormatError(f"{_fmt(where)} is a zarr array, not a group; OME-Zarr images are groups "
                               "whose metadata lists their levels")
