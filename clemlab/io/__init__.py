@@ -614,7 +614,7 @@ def open_multiscale(path: str | os.PathLike, **kwargs: Any) -> Any:
 
 
 def write_ome_zarr(image: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Write a multiscale OME-Zarr (NGFF 0.4), streamed and atomic; see :func:`clemlab.io.zarr.write_ome_zarr`."""
+    """Write a multiscale OME-Zarr (NGFF 0.5, sharded), streamed and atomic; see :func:`clemlab.io.zarr.write_ome_zarr`."""
     from . import zarr as zarr_io
 
     return zarr_io.write_ome_zarr(image, path, **kwargs)

@@ -1,62 +1,95 @@
-"""OME-Zarr (NGFF 0.4): streaming multiscale writer and lazy reader.
+"""OME-Zarr: streaming multiscale writer (NGFF 0.5, zarr v3, sharded) and lazy reader (0.4-0.6).
 
-Layout written by :func:`write_ome_zarr` (zarr format 2, ``/`` chunk keys, as NGFF 0.4 asks)::
+Layout written by :func:`write_ome_zarr` (zarr format 3, through zarr-python)::
 
     name.ome.zarr/
-        .zgroup, .zattrs      multiscales (axes with units, scale + translation per level),
-                              omero (channel labels, colours), clemlab: {"version": 1,
-                              "attrs": image attrs (frame, clem:transforms, ...),
-                              "registration": Registration.to_dict() (optional),
-                              "landmarks": Landmarks JSON document (optional)}
+        zarr.json             attributes: ome: {"version": "0.5", "multiscales": [axes with
+                              units, scale + translation per level], "omero": channel labels
+                              and colours}, clemlab: {"version": 1, "attrs": image attrs
+                              (frame, clem:transforms, ...), "registration":
+                              Registration.to_dict() (optional), "landmarks": Landmarks JSON
+                              document (optional)}
         0/ 1/ 2/ ...          levels; level k downsampled by f_k in y and x (block mean)
+        coordinateTransformations/...   fields of a non-linear registration (optional)
+
+With ``registration=``, the root becomes NGFF 0.6 and carries the registration as coordinate
+transformations between the named systems ``"lm"`` and ``"em"`` (µm); see
+:func:`clemlab.io.ngff_transforms_write.write_registration`. The ``clemlab`` sidecar keeps
+what NGFF cannot say (landmarks, uncertainties, fit statistics).
 
 Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
 ``origin0 + (f_k - 1) / 2 * s0``: the convention of :func:`clemlab.io.open_multiscale`
 (NGFF puts pixel centres at ``scale * index + translation``). z and c are never downsampled.
-Zarr chunks equal the dask chunks written, level by level; the pyramid is computed in streamed
-passes (``dask.array.store``), one per block of 8 x 8 level-0 chunks (all levels' share of the
-block at once), so peak memory does not grow with the image; chunks are Blosc-LZ4 compressed
-(chunks that a sampled probe finds incompressible, as noisy EM data is, are stored verbatim in
-the Blosc frame without a full compression attempt). Chunk files of 1 MiB and more are
-compressed straight into reusable staging buffers and written by background threads with
-direct I/O (``O_DIRECT``, where the filesystem has it; ``CLEMLAB_DIRECT_IO=0`` turns it off),
-so the compute threads never copy the output into the page cache (see
-:mod:`clemlab.io._zarr_chunks`).
-Everything goes into a temporary folder beside ``path`` that is renamed into place at the end,
-so a reader never sees a half-written pyramid.
+
+Chunks and shards. Each array is stored in shards (one object per shard) of
+``SHARD_CHUNKS x SHARD_CHUNKS`` inner chunks in y and x, so a large mosaic is a few dozen
+objects while a reader can still fetch one small chunk; chunks are Blosc-LZ4 compressed.
+Each level's dask chunks are cut on that level's shard grid, so no two tasks ever write the
+same shard. The pyramid is written in passes (``dask.array.store``), one per square block of
+level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once: peak
+memory is bounded by one block, whatever the image size. Coarser levels whose shards span
+several blocks are completed pass after pass (zarr merges a partial shard write with what is
+stored).
+
+Local targets (a path or ``file://`` URL) are written into a temporary folder beside the
+target and renamed into place at the end, so a reader never sees a half-written pyramid;
+other URLs (``memory://``, ``s3://``, ...) are written in place.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from ..errors import FileFormatError, ImageError
-from ._zarr_chunks import BackgroundWriter, ChunkWriter, read_dask, v2_layout
 
 __all__ = ["write_ome_zarr", "read_ome_zarr", "open_multiscale", "is_ome_zarr", "NGFF_VERSION"]
 
-#: The NGFF version written.
-NGFF_VERSION = "0.4"
+#: The NGFF version written (without a registration; with one, 0.6).
+NGFF_VERSION = "0.5"
 _AXIS_TYPES = {"c": "channel", "z": "space", "y": "space", "x": "space"}
 _NGFF_UNIT = "micrometer"
-_DEFAULT_CHUNK = 1024
+#: Default inner chunk side in y and x, pixels (256 kB for uint8).
+DEFAULT_CHUNK = 512
+#: Inner chunks per shard side, in y and x.
+SHARD_CHUNKS = 8
+#: Level-0 bytes of the blocks that write_ome_zarr stores one after another (at least one shard).
+STORE_BLOCK_BYTES = 256 * 2**20
 
 
 def _fmt(path: Any) -> str:
     return f"'{os.fspath(path)}'"
 
 
+def _is_url(path: Any) -> bool:
+    return isinstance(path, str) and "://" in path
+
+
+def _local_path(path: Any) -> Path | None:
+    """The local folder ``path`` names (a path or a ``file://`` URL), else None (a remote URL)."""
+    if isinstance(path, os.PathLike) or not _is_url(path):
+        return Path(path)
+    url = urlparse(path)
+    if url.scheme == "file":
+        return Path(unquote(url.path))
+    return None
+
+
 def is_ome_zarr(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a folder that looks like a zarr group (v2 or v3)."""
-    p = Path(path)
+    """True when ``path`` is a folder that looks like a zarr group (v2 or v3), or a URL
+    (other than ``file://``), which only zarr can open."""
+    p = _local_path(path)
+    if p is None:
+        return True
     return p.is_dir() and any((p / n).exists() for n in (".zgroup", ".zattrs", "zarr.json"))
 
 
@@ -118,17 +151,16 @@ def _documents(attrs: dict, registration: Any, landmarks: Any) -> dict[str, Any]
 
 
 def _codec():
-    """The chunk codec written: Blosc LZ4 (level 5, byte shuffle).
+    """The inner-chunk codec written: Blosc LZ4 (level 5, byte shuffle).
 
-    Measured on 2048² EM-like chunks (benchmarks/bench_warp.py): it encodes at several GB/s
-    per core (zstd, zarr's default, at ~1 GB/s took a third of a warp-and-write pass) and still
-    shrinks fill regions and smooth images. Every chunk is written (``write_empty_chunks``):
-    zarr's test for all-fill chunks costs ~10 ms per 4 MB chunk, while LZ4 stores an all-fill
-    chunk in a few kB.
+    LZ4 encodes at several GB/s per core, so compressing never dominates a warp-and-write
+    pass (zstd, zarr's default, does), and it still shrinks fill regions and smooth images.
+    Every chunk is written (``write_empty_chunks``): an all-fill chunk costs LZ4 a few kB,
+    less than testing each chunk for fill would cost.
     """
-    from numcodecs import Blosc
+    from zarr.codecs import BloscCodec
 
-    return Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def _default_factors(shape_yx: tuple[int, int], chunk: int) -> list[int]:
@@ -155,24 +187,35 @@ def _downsample(arr, dims: tuple[str, ...], r: int):
     return out.astype(dtype)
 
 
-#: Level-0 chunks per side (y, x) of the blocks that write_ome_zarr stores one after another.
-STORE_BLOCK_CHUNKS = 8
+def _level_grid(shape: tuple[int, ...], dims: tuple[str, ...], csize: dict) -> tuple[tuple, tuple]:
+    """``(inner chunk shape, shard shape)`` of one level: one channel per chunk; y and x
+    chunks of ``csize`` (at most the level) in shards of SHARD_CHUNKS chunks (at most the
+    chunks covering the level); z shards of one chunk."""
+    chunk, shard = [], []
+    for d, n in zip(dims, shape):
+        c = 1 if d == "c" else max(1, min(csize[d], n))
+        s = min(SHARD_CHUNKS * c, -(-n // c) * c) if d in ("y", "x") else c
+        chunk.append(c)
+        shard.append(s)
+    return tuple(chunk), tuple(shard)
 
 
 def _aligned_chunks(start: int, n: int, c: int) -> tuple[int, ...]:
     """Chunk sizes of ``n`` elements starting at global index ``start``, cut at multiples of ``c``."""
+    if n == 0:
+        return (0,)
     first = min(n, c - start % c)
     rest = n - first
     return (first,) + (c,) * (rest // c) + ((rest % c,) if rest % c else ())
 
 
-def _pyramid(data, dims: tuple[str, ...], factors: list[int], csize: dict, offset: dict | None = None,
-             zc: list[dict] | None = None) -> list:
-    """Levels (level 0 = ``data``, then block means by each factor), chunked on the zarr grid.
+def _pyramid(data, dims: tuple[str, ...], factors: list[int], shards: list[tuple], offset: dict | None = None) -> list:
+    """Levels (level 0 = ``data``, then block means by each factor), dask-chunked on each
+    level's shard grid (``shards[k]``, the shard shape of level ``k``).
 
     ``offset`` ({"y": int, "x": int}, level-0 pixels, multiples of every factor) places
-    ``data`` inside a larger image whose level-``k`` zarr chunk sides are ``zc[k]``; the chunks
-    then break where the whole image's zarr chunks do, so no two tasks write one zarr chunk.
+    ``data`` inside the whole image: the chunks then break where the whole image's shards do,
+    so no two tasks write one shard.
     """
     offset = offset or {"y": 0, "x": 0}
     levels, cur, cur_f = [], data, 1
@@ -180,49 +223,46 @@ def _pyramid(data, dims: tuple[str, ...], factors: list[int], csize: dict, offse
         if f > 1:
             cur = _downsample(cur, dims, f // cur_f)
             cur_f = f
-        sides = zc[k] if zc else {d: min(csize[d], cur.shape[i]) for i, d in enumerate(dims) if d != "c"}
-        chunks = tuple(1 if d == "c" else _aligned_chunks(offset.get(d, 0) // f, n, sides[d])
-                       for d, n in zip(dims, cur.shape))
+        chunks = tuple(_aligned_chunks(offset.get(d, 0) // f, n, s) for d, n, s in zip(dims, cur.shape, shards[k]))
         levels.append(cur.rechunk(chunks))
     return levels
 
 
-def _store_blocks(data, levels: list, targets: list, dims: tuple[str, ...], factors: list[int], csize: dict) -> None:
-    """Compute and write the pyramid, one level-0 block of STORE_BLOCK_CHUNKS² chunks at a time.
+def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int], shards: list[tuple]) -> None:
+    """Compute and write the pyramid, one level-0 block of ``n x n`` shards at a time.
 
-    A single ``dask.array.store`` over a large lazy image (e.g. a warp) lets dask's ordering read
-    inputs for far-away output chunks long before they are used: peak memory then grows with the
-    image (measured for a 16384² warp: 32 source chunks held; 32768²: 127). Storing block by
-    block (every level's share of the block in the same pass) bounds it by one block's inputs;
-    inputs on a block edge are computed once per block that needs them.
+    One ``dask.array.store`` over a large lazy image (e.g. a warp) lets dask's ordering read
+    inputs for far-away output chunks long before they are used, so peak memory would grow
+    with the image. Storing block by block (every level's share of the block in the same pass)
+    bounds it by one block's inputs. Inputs on a block edge are computed (read) once per block
+    that needs them, so blocks are as large as STORE_BLOCK_BYTES allows and square, the shape
+    with the shortest edge for their area. Blocks start on level-0 shards and on every level's
+    pixels.
     """
-    import math
-
     import dask.array as da
 
     iy, ix = dims.index("y"), dims.index("x")
     fmax = max([1] + factors)
+    shard_bytes = data.dtype.itemsize * math.prod(n if i in (iy, ix) else data.shape[i] for i, n in enumerate(shards[0]))
+    n = max(1, math.isqrt(STORE_BLOCK_BYTES // shard_bytes))
     step = {}
-    for d in ("y", "x"):
-        unit = math.lcm(csize[d], fmax)  # blocks start on level-0 chunks and on every level's pixels
-        step[d] = -(-STORE_BLOCK_CHUNKS * csize[d] // unit) * unit
+    for d, i in (("y", iy), ("x", ix)):
+        unit = math.lcm(shards[0][i], fmax)
+        step[d] = -(-n * shards[0][i] // unit) * unit
     ny, nx = data.shape[iy], data.shape[ix]
-    if ny <= step["y"] and nx <= step["x"]:
-        da.store(levels, targets, lock=False, compute=True)
-        return
-    zc = [{d: c[0] for d, c in zip(dims, lev.chunks) if d != "c"} for lev in levels]
     for y0 in range(0, ny, step["y"]):
         for x0 in range(0, nx, step["x"]):
             sl = [slice(None)] * data.ndim
             sl[iy], sl[ix] = slice(y0, min(ny, y0 + step["y"])), slice(x0, min(nx, x0 + step["x"]))
-            block = _pyramid(data[tuple(sl)], dims, factors, csize, {"y": y0, "x": x0}, zc)
-            keep = [k for k, lev in enumerate(block) if lev.shape[iy] and lev.shape[ix]]
-            regions = []
-            for k in keep:
-                f = ([1] + factors)[k]
+            block = _pyramid(data[tuple(sl)], dims, factors, shards, {"y": y0, "x": x0})
+            keep, regions = [], []
+            for k, (lev, f) in enumerate(zip(block, [1] + factors)):
+                if lev.shape[iy] == 0 or lev.shape[ix] == 0:
+                    continue
                 reg = [slice(None)] * data.ndim
-                reg[iy] = slice(y0 // f, y0 // f + block[k].shape[iy])
-                reg[ix] = slice(x0 // f, x0 // f + block[k].shape[ix])
+                reg[iy] = slice(y0 // f, y0 // f + lev.shape[iy])
+                reg[ix] = slice(x0 // f, x0 // f + lev.shape[ix])
+                keep.append(k)
                 regions.append(tuple(reg))
             da.store([block[k] for k in keep], [targets[k] for k in keep], regions=regions,
                      lock=False, compute=True)
@@ -237,8 +277,8 @@ def _jsonable(obj: Any) -> Any:
 
 def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequence[int] | None = None,
                    chunks: int | Sequence[int] | None = None, overwrite: bool = False, registration: Any = None,
-                   landmarks: Any = None) -> Path:
-    """Write an image (or a correlated Dataset) as a multiscale OME-Zarr, streamed with dask.
+                   landmarks: Any = None) -> Path | str:
+    """Write an image (or a correlated Dataset) as a multiscale OME-Zarr 0.5, streamed with dask.
 
     Parameters
     ----------
@@ -246,28 +286,34 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         A clemlab image, dims ``([c,] [z,] y, x)``, numpy- or dask-backed (never loaded whole),
         or the Dataset of :func:`clemlab.correlate` (written as channels ``EM`` + LM channels).
     path : str or os.PathLike
-        Folder to create (conventionally ``*.ome.zarr``).
+        Folder to create (conventionally ``*.ome.zarr``), or a URL zarr/fsspec opens
+        (``file://``, ``memory://``, ``s3://``, ...).
     scale_factors : sequence of int, optional
         Downsampling factor of each level after the first, relative to full resolution,
         increasing, each a multiple of the previous (e.g. ``(2, 4, 8)``). Default: powers of 2
         until the image fits in one chunk. Only y and x are downsampled.
     chunks : int or sequence of int, optional
-        Zarr (= dask) chunk side for the spatial dims (a sequence in array order). Default:
-        the input's dask chunks, else 1024 px; channels are chunked one by one.
+        Inner zarr chunk side for the spatial dims (a sequence in array order), pixels.
+        Default: 512 in y and x, 1 in z. Chunks are grouped in shards of SHARD_CHUNKS² (8 x 8)
+        chunks in y and x; channels are chunked one by one.
     overwrite : bool
-        Replace an existing ``path``.
+        Replace an existing store at ``path``.
     registration : clemlab.registration.Registration, optional
-        Stored in the group attrs as ``clemlab.registration`` (:meth:`Registration.to_dict`:
-        model, transform, landmarks, diagnostics). Default: the image's (or Dataset's)
-        ``clem:registration`` attr, if any.
+        Written as NGFF 0.6 coordinate transformations ``"lm"`` -> ``"em"`` (the root becomes
+        NGFF 0.6; :func:`clemlab.read_transform` reads it back; the image lives in ``"em"``,
+        or in ``"lm"`` when its frame is the registration's source frame: then a non-linear
+        map is sampled to 0.05 of the image's own pixel) and, in full, in the group
+        attrs as ``clemlab.registration`` (:meth:`Registration.to_dict`: model, transform,
+        landmarks, diagnostics). Default: the image's (or Dataset's) ``clem:registration``
+        attr, if any.
     landmarks : clemlab.landmarks.Landmarks, optional
         Stored as ``clemlab.landmarks`` (the versioned landmarks JSON document). Default: the
         ``clem:landmarks`` attr, if any.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    pathlib.Path or str
+        ``path`` (a Path for a local folder, the URL otherwise).
 
     Raises
     ------
@@ -291,24 +337,21 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
     >>> cl.write_ome_zarr(cl.correlate(em, lm, reg), "corr.ome.zarr", registration=reg)  # doctest: +SKIP
     """
     import dask.array as da
-    import zarr
 
     img = _as_writable_image(image)
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise FileFormatError(f"{_fmt(p)} exists; pass overwrite=True to replace it or choose another path")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileFormatError(f"cannot write {_fmt(p)}: folder {_fmt(parent)} does not exist; create it first")
+    local = _local_path(path)
+    if local is not None:
+        if local.exists() and not overwrite:
+            raise FileFormatError(f"{_fmt(local)} exists; pass overwrite=True to replace it or choose another path")
+        parent = local.parent if str(local.parent) else Path(".")
+        if not parent.is_dir():
+            raise FileFormatError(f"cannot write {_fmt(local)}: folder {_fmt(parent)} does not exist; create it first")
     dims = tuple(img.dims)
     sdims = img.clem.spatial_dims
     shape_yx = (img.sizes["y"], img.sizes["x"])
     data = img.data if isinstance(img.data, da.Array) else da.from_array(img.data, chunks=-1, name=False)
     if chunks is None:
-        if isinstance(img.data, da.Array):
-            csize = {d: data.chunks[dims.index(d)][0] for d in sdims}
-        else:
-            csize = {d: _DEFAULT_CHUNK for d in sdims}
+        csize = {d: 1 if d == "z" else DEFAULT_CHUNK for d in sdims}
     else:
         vals = [chunks] * len(sdims) if np.ndim(chunks) == 0 else list(chunks)
         if len(vals) != len(sdims) or not all(isinstance(v, (int, np.integer)) and v > 0 for v in vals):
@@ -323,12 +366,49 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
                 f"at most the image size {shape_yx}, e.g. (2, 4, 8); got {list(factors)}"
             )
         prev = f
-    size0, org0 = img.clem.pixel_size, img.clem.origin
+    factors = [int(f) for f in factors]
     attrs = _jsonable(dict(img.attrs))
     docs = _jsonable(_documents(attrs, registration, landmarks))
+    if registration is None and "registration" in docs:
+        from ..registration import Registration
 
-    levels = _pyramid(data, dims, factors, csize)
-    paths = [str(k) for k in range(len(levels))]
+        registration = Registration.from_dict(docs["registration"])
+
+    shapes = []
+    for f in [1] + factors:
+        shapes.append(tuple(n // f if d in ("y", "x") else n for d, n in zip(dims, data.shape)))
+    grids = [_level_grid(s, dims, csize) for s in shapes]
+    group_attrs = _group_metadata(img, dims, factors, attrs, docs)
+
+    # the image lives in the registration's target ("em") unless its frame is the source's
+    in_source = registration is not None and attrs.get("frame") is not None \
+        and attrs.get("frame") == registration.transform.source_frame
+    reg_args = None if registration is None else {
+        "registration": registration, "image_frame": "lm" if in_source else "em",
+        "pixel_size": min(img.clem.pixel_size[d] for d in ("y", "x")) if in_source else None}
+    if local is None:
+        _write_store(str(path), "w" if overwrite else "w-", data, dims, factors, shapes, grids, group_attrs,
+                     reg_args)
+        return path
+    tmp = parent / f".{local.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        _write_store(str(tmp), "w-", data, dims, factors, shapes, grids, group_attrs, reg_args)
+        if local.exists():  # overwrite: swap in the new folder, then drop the old one
+            old = parent / f".{local.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(local, old)
+            os.replace(tmp, local)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, local)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return local if isinstance(path, os.PathLike) or not _is_url(path) else path
+
+
+def _group_metadata(img, dims: tuple[str, ...], factors: list[int], attrs: dict, docs: dict) -> dict:
+    """The root group's attributes: ``ome`` (NGFF 0.5 multiscales, omero) and ``clemlab``."""
+    size0, org0 = img.clem.pixel_size, img.clem.origin
 
     def transforms_for(f: int) -> list[dict]:
         scale = [1.0 if d == "c" else size0[d] * (f if d in ("y", "x") else 1) for d in dims]
@@ -336,99 +416,82 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": trans}]
 
     multiscale = {
-        "version": NGFF_VERSION,
         "name": str(img.name or attrs.get("modality") or "image"),
         "axes": [{"name": d, "type": _AXIS_TYPES[d], **({"unit": _NGFF_UNIT} if d != "c" else {})} for d in dims],
-        "datasets": [{"path": pth, "coordinateTransformations": transforms_for(f)}
-                     for pth, f in zip(paths, [1] + factors)],
+        "datasets": [{"path": str(k), "coordinateTransformations": transforms_for(f)}
+                     for k, f in enumerate([1] + factors)],
         "type": "mean",
         "metadata": {"method": "block mean over y and x (dask.array.coarsen)", "writer": "clemlab"},
     }
-    group_attrs: dict[str, Any] = {"multiscales": [multiscale], "clemlab": {"version": 1, "attrs": attrs, **docs}}
+    ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
     if "c" in dims:
         info = np.iinfo(img.dtype) if img.dtype.kind in "iu" else None
         lo, hi = (float(info.min), float(info.max)) if info else (0.0, 1.0)
         colors = attrs.get("colors") or {}
-        group_attrs["omero"] = {"version": NGFF_VERSION, "channels": [
+        ome["omero"] = {"channels": [
             {"label": str(c), "color": str(colors.get(str(c), "#FFFFFF")).lstrip("#").upper()[:6],
              "active": True, "window": {"min": lo, "max": hi, "start": lo, "end": hi}}
             for c in img.coords["c"].values]}
+    return {"ome": ome, "clemlab": {"version": 1, "attrs": attrs, **docs}}
 
-    tmp = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.tmp"
+
+def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, group_attrs, reg_args) -> None:
+    """Create the group and its level arrays at ``where``, write the pyramid, then the
+    registration (``reg_args``: keyword arguments of ``write_registration``, or None); the
+    metadata naming a registration is written last."""
+    import zarr
+
     try:
-        try:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        except OSError as exc:
-            raise FileFormatError(f"cannot write {_fmt(p)}: {exc}") from None
-        targets = []
-        for pth, lev in zip(paths, levels):
-            targets.append(group.create_array(
-                pth, shape=lev.shape, dtype=lev.dtype, chunks=tuple(c[0] for c in lev.chunks),
-                chunk_key_encoding={"name": "v2", "separator": "/"}, fill_value=0, overwrite=True,
-                compressors=_codec(), config={"write_empty_chunks": True},
-            ))
-        group.attrs.update(group_attrs)
-        # whole chunks are written straight to their files (same bytes as zarr), large ones by
-        # background threads with direct I/O (see _zarr_chunks); all are on disk after close()
-        writer = BackgroundWriter()
-        try:
-            targets = [ChunkWriter(tmp / pth, lay, writer) if (lay := v2_layout(tmp / pth)) else t
-                       for pth, t in zip(paths, targets)]
-            _store_blocks(data, levels, targets, dims, factors, csize)
-            writer.close()
-        finally:
-            writer.close(raise_error=False)
-        if p.exists():  # overwrite: swap in the new folder, then drop the old one
-            old = parent / f".{p.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(p, old)
-            os.replace(tmp, p)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return p
+        group = zarr.open_group(where, mode=mode, zarr_format=3)
+    except FileExistsError:
+        raise FileFormatError(f"{_fmt(where)} exists; pass overwrite=True to replace it or choose another path") from None
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"cannot write {_fmt(where)}: {exc}") from None
+    targets = []
+    for k, (shape, (chunk, shard)) in enumerate(zip(shapes, grids)):
+        targets.append(group.create_array(
+            str(k), shape=shape, dtype=data.dtype, chunks=chunk, shards=shard, dimension_names=dims,
+            fill_value=0, compressors=_codec(), config={"write_empty_chunks": True}, overwrite=True,
+        ))
+    group.attrs.update(group_attrs)
+    _store_blocks(data, targets, dims, factors, [shard for _, shard in grids])
+    if reg_args is not None:
+        from .ngff_transforms_write import write_registration
+
+        write_registration(group, **reg_args)
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    except ValueError as exc:
+        raise ImageError(f"attrs must hold plain JSON-able values to be written to OME-Zarr ({exc})") from None
 
 
 # ---------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
+def _open_group(path: Any):
+    """The zarr group at ``path`` (folder or URL), read-only; FileFormatError naming the problem."""
+    import zarr
+
+    local = _local_path(path)
+    where = str(local) if local is not None else str(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FileFormatError(f"cannot read zarr metadata {_fmt(path)} ({type(exc).__name__}: {exc}); "
-                              "the file is damaged: rewrite the OME-Zarr") from None
-    if not isinstance(doc, dict):
-        raise FileFormatError(f"zarr metadata {_fmt(path)} is not a JSON object; the file is damaged: "
-                              "rewrite the OME-Zarr")
-    return doc
+        node = zarr.open(where, mode="r")
+    except Exception as exc:  # zarr raises several kinds for a missing or damaged store
+        raise FileFormatError(f"cannot read {_fmt(where)} as a zarr group ({type(exc).__name__}: {exc}); "
+                              "the store is missing or damaged: rewrite the OME-Zarr (formats other than "
+                              "OME-Zarr are read from local files only)") from None
+    if not isinstance(node, zarr.Group):
+        raise FileFormatError(f"{_fmt(where)} is a zarr array, not a group; OME-Zarr images are groups "
+                              "whose metadata lists their levels")
+    return node
 
 
-def _group_attrs(path: Path) -> dict:
-    """A local zarr group's attributes, read from its JSON documents (v3 ``zarr.json``, v2
-    ``.zgroup`` + ``.zattrs``): opening an image needs no zarr-python, whose import alone
-    takes longer than reading a large pyramid's metadata."""
-    if (path / "zarr.json").is_file():
-        meta = _read_json(path / "zarr.json")
-        if meta.get("node_type") != "group":
-            raise FileFormatError(f"{_fmt(path)} is a zarr {meta.get('node_type', 'node')}, not a group; "
-                                  "OME-Zarr images are groups whose metadata lists their levels")
-        attrs = meta.get("attributes") or {}
-    elif (path / ".zgroup").is_file() or (path / ".zattrs").is_file():
-        attrs = _read_json(path / ".zattrs") if (path / ".zattrs").is_file() else {}
-    else:
-        raise FileFormatError(f"{_fmt(path)} is a folder but not a zarr group; OME-Zarr folders "
-                              "hold .zgroup/.zattrs (zarr v2) or zarr.json (v3)")
-    if not isinstance(attrs, dict):
-        raise FileFormatError(f"the attributes of zarr group {_fmt(path)} are not a JSON object; rewrite the OME-Zarr")
-    return attrs
-
-
-def _multiscales(path: Path) -> tuple[dict, dict]:
-    attrs = _group_attrs(path)
-    ome = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"
+def _multiscales(group, path: Any) -> tuple[dict, dict]:
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)  # NGFF 0.5 and later nest under "ome"
     ms = ome.get("multiscales") if isinstance(ome, dict) else None
     if not ms or not isinstance(ms, list) or not isinstance(ms[0], dict):
         raise FileFormatError(
@@ -439,25 +502,39 @@ def _multiscales(path: Path) -> tuple[dict, dict]:
     return ms[0], attrs
 
 
-def _level_geometry(ms: dict, k: int, path: Path) -> tuple[tuple[str, ...], dict, dict]:
-    from ..image import unit_to_um
+def _scale_translation(t: dict, n: int, path: Any) -> tuple[list, list]:
+    """``(scale, translation)`` of a dataset transformation made of scales and translations
+    (pixel centre = scale * index + translation)."""
+    scale, trans = [1.0] * n, [0.0] * n
+    steps = t.get("transformations") if t.get("type") == "sequence" else [t]
+    for s in steps or []:
+        if s.get("type") == "scale":
+            scale = [a * b for a, b in zip(scale, s["scale"])]
+            trans = [a * b for a, b in zip(trans, s["scale"])]
+        elif s.get("type") == "translation":
+            trans = [a + b for a, b in zip(trans, s["translation"])]
+        elif s.get("type") != "identity":
+            raise FileFormatError(f"{_fmt(path)}: a level's coordinate transformation of type "
+                                  f"{s.get('type')!r} is not a scale and translation; not supported")
+    return scale, trans
 
-    axes = ms.get("axes") or []
+
+def _level_geometry(ms: dict, k: int, path: Any) -> tuple[tuple[str, ...], dict, dict]:
+    from ..image import unit_to_um
+    from .ngff_transforms import _dataset_transform, _intrinsic_axes
+
+    axes = _intrinsic_axes(ms) or []
     names = tuple(a["name"] if isinstance(a, dict) else str(a) for a in axes)
     if not names or not set(names) <= {"c", "z", "y", "x"}:
         raise FileFormatError(f"{_fmt(path)}: OME-Zarr axes {list(names)} are not a subset of (c, z, y, x); "
                               "time series and other axes are not supported")
-    scale = [1.0] * len(names)
-    trans = [0.0] * len(names)
-    # pixel centre = scale * index + translation; dataset-level transforms first, then the
-    # multiscale-level ones
-    for group in (ms["datasets"][k].get("coordinateTransformations") or [], ms.get("coordinateTransformations") or []):
-        for t in group:
-            if t.get("type") == "scale":
-                scale = [a * b for a, b in zip(scale, t["scale"])]
-                trans = [a * b for a, b in zip(trans, t["scale"])]
-            elif t.get("type") == "translation":
-                trans = [a + b for a, b in zip(trans, t["translation"])]
+    # the level's transformation, then (NGFF 0.4/0.5) the multiscale-level ones
+    scale, trans = _scale_translation(_dataset_transform(ms["datasets"][k]), len(names), path)
+    if "coordinateSystems" not in ms and ms.get("coordinateTransformations"):
+        s2, t2 = _scale_translation({"type": "sequence", "transformations": ms["coordinateTransformations"]},
+                                    len(names), path)
+        scale = [a * b for a, b in zip(scale, s2)]
+        trans = [a * b + c for a, b, c in zip(trans, s2, t2)]
     sizes, origins = {}, {}
     for i, a in enumerate(axes):
         d = names[i]
@@ -469,8 +546,10 @@ def _level_geometry(ms: dict, k: int, path: Path) -> tuple[tuple[str, ...], dict
     return names, sizes, origins
 
 
-def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None):
-    """Read one level of an OME-Zarr image lazily as a :class:`clemlab.io.RawImage`.
+def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None, group: Any = None):
+    """Read one level of an OME-Zarr image (NGFF 0.4-0.6, folder or URL) lazily as a
+    :class:`clemlab.io.RawImage`; one dask chunk per shard (zarr v3) or chunk (v2) unless
+    ``chunks`` says otherwise.
 
     Used by :func:`clemlab.io.open_image` (which applies the user's overrides).
     """
@@ -478,25 +557,19 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
 
     from . import RawImage
 
-    p = Path(path)
-    ms, attrs = _multiscales(p)
+    group = _open_group(path) if group is None else group
+    ms, attrs = _multiscales(group, path)
     datasets = ms.get("datasets") or []
     if not 0 <= level < len(datasets):
-        raise FileFormatError(f"{_fmt(p)} has {len(datasets)} levels; level={level} does not exist")
-    dims, sizes, origins = _level_geometry(ms, level, p)
-    where = p / str(datasets[level].get("path", ""))
-    layout = v2_layout(where)
-    if layout is not None and chunks is None:
-        data = read_dask(where, layout)  # chunk files read directly, as written
-    else:  # zarr v3, codecs this module does not read, or other chunks: through zarr-python
-        import zarr
-
-        try:
-            arr = zarr.open_array(str(where), mode="r")
-        except Exception as exc:  # zarr raises several kinds for a missing or damaged array
-            raise FileFormatError(f"level {level} of {_fmt(p)} ({_fmt(where)}) is not a readable zarr array "
-                                  f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete or damaged") from None
-        data = da.from_zarr(arr, chunks=chunks if chunks is not None else arr.chunks)
+        raise FileFormatError(f"{_fmt(path)} has {len(datasets)} levels; level={level} does not exist")
+    dims, sizes, origins = _level_geometry(ms, level, path)
+    sub = str(datasets[level].get("path", ""))
+    try:
+        arr = group[sub]
+    except Exception as exc:  # zarr raises several kinds for a missing or damaged array
+        raise FileFormatError(f"level {level} of {_fmt(path)} ({sub!r}) is not a readable zarr array "
+                              f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete or damaged") from None
+    data = da.from_zarr(arr, chunks=chunks if chunks is not None else (arr.shards or arr.chunks))
     clem = (attrs.get("clemlab") or {}).get("attrs") or {}
     channels = None
     if "c" in dims:
@@ -518,8 +591,8 @@ def open_multiscale(path: str | os.PathLike, **kwargs: Any):
 
     Parameters
     ----------
-    path : path-like
-        OME-Zarr folder.
+    path : path-like or str
+        OME-Zarr folder or URL.
     **kwargs
         As :func:`clemlab.io.open_image` (``modality=``, ``frame=``, ``channels=``, ``chunks=``);
         ``pixel_size=``/``origin=`` override level 0 and scale to the others.
@@ -534,13 +607,13 @@ def open_multiscale(path: str | os.PathLike, **kwargs: Any):
 
     from . import finish
 
-    p = Path(path)
-    ms, _ = _multiscales(p)
+    group = _open_group(path)
+    ms, _ = _multiscales(group, path)
     chunks = kwargs.pop("chunks", None)
     tree = {}
     base = None
     for k in range(len(ms["datasets"])):
-        raw = read_ome_zarr(p, level=k, chunks=chunks)
+        raw = read_ome_zarr(path, level=k, chunks=chunks, group=group)
         kw = dict(kwargs)
         if base is not None and ("pixel_size" in kw or "origin" in kw):
             # scale the user's level-0 overrides with this level's factor
@@ -549,7 +622,7 @@ def open_multiscale(path: str | os.PathLike, **kwargs: Any):
             kw["pixel_size"] = {d: img0.clem.pixel_size[d] * f[d] for d in f}
             kw["origin"] = {d: img0.clem.origin[d] + (f[d] - 1) / 2 * img0.clem.pixel_size[d] for d in f}
             kw["units"] = "µm"
-        img = finish(raw, p, **kw)
+        img = finish(raw, path, **kw)
         if base is None:
             base = raw
         tree[f"scale{k}"] = xr.Dataset({"image": img})
