@@ -358,6 +358,37 @@ def _correlated(reg, shape=(120, 160)):
     return cl.correlate(em, lm, reg)
 
 
+def _validate_v06(path, field=None):
+    """The written store's NGFF 0.6 metadata (image, scene, sampled field) passes ome-zarr-models."""
+    import warnings
+
+    from ome_zarr_models import v06
+
+    root = zarr.open_group(str(path), mode="r")
+    with warnings.catch_warnings():  # ome-zarr-models 1.8 reads "0.6" as its draft "0.6.dev4"
+        warnings.filterwarnings("ignore", message="Version number is '0.6'")
+        v06.Image.from_zarr(root)
+        v06.Scene.from_zarr(root)
+        if field is not None:
+            v06.Image.from_zarr(root[field])
+
+
+@pytest.mark.parametrize("model", ["affine", "tps"])
+def test_written_ngff_06_validates_with_ome_zarr_models(tmp_path, model):
+    reg, _ = small_registration(model)
+    em = _correlated(reg)["EM"]
+    path = cl.write_ome_zarr(em, tmp_path / "em.ome.zarr", registration=reg, scale_factors=(2,))
+    _validate_v06(path, field="coordinateTransformations/lm_to_em" if model == "tps" else None)
+
+
+@pytest.mark.xfail(strict=True, reason="a channel axis is dropped by 'projectAxis' (clemlab/io/ngff_transforms_write.py "
+                   "_link_json), which NGFF 0.6 / ome-zarr-models do not define")
+def test_written_correlated_ngff_06_validates_with_ome_zarr_models(tmp_path):
+    reg, _ = small_registration()
+    path = cl.write_ome_zarr(_correlated(reg), tmp_path / "c.ome.zarr", registration=reg, scale_factors=(2,))
+    _validate_v06(path)
+
+
 def test_registration_round_trip_affine(tmp_path):
     reg, _ = small_registration()
     corr = _correlated(reg)
