@@ -94,7 +94,7 @@ def test_atomic_and_overwrite(tmp_path):
     img = em_image((64, 64), (32, 32))
     path = tmp_path / "a.ome.zarr"
     cl.write_ome_zarr(img, path)
-    with pytest.raises(FileFormatError, match="exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
         cl.write_ome_zarr(img, path)
     bad = img.copy(data=img.data.map_blocks(lambda b: 1 / 0, dtype=img.dtype))
     with pytest.raises(ZeroDivisionError):
@@ -281,7 +281,7 @@ def test_memory_url_write_read_and_overwrite():
         np.testing.assert_array_equal(back.values, img.values)
         assert back.clem.pixel_size == pytest.approx({"y": 0.004, "x": 0.004})
         assert back.clem.origin == pytest.approx({"y": 1.0e5, "x": 2.0e5}, abs=1e-9)
-        with pytest.raises(FileFormatError, match="exists; pass overwrite=True"):
+        with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
             cl.write_ome_zarr(img, url)
         cl.write_ome_zarr(img.copy(data=img.data[::-1]), url, overwrite=True, scale_factors=())
         np.testing.assert_array_equal(cl.open_image(url).values, img.values[::-1])
