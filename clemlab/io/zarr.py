@@ -23,7 +23,12 @@ Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
 
 Chunks and shards. Each array is stored in shards (one object per shard) of
 ``SHARD_CHUNKS x SHARD_CHUNKS`` inner chunks in y and x, so a large mosaic is a few dozen
-objects while a reader can still fetch one small chunk; chunks are Blosc-LZ4 compressed.
+objects while a reader can still fetch one small chunk; chunks are Blosc-LZ4 compressed and
+carry a CRC-32C checksum. zarr-python creates the group and the arrays' metadata everywhere;
+the chunks of a local store are written through tensorstore (its C++ zarr v3 engine encodes
+and writes on its own threads while dask computes the next blocks), those of other URLs
+through zarr-python. The group's ``clemlab.complete`` attribute is set once every chunk is
+written, so the reader reports an absent chunk of such a store as damage.
 Each level's dask chunks are cut on that level's shard grid, so no two tasks ever write the
 same shard. The pyramid is written in passes (``dask.array.store``), one per square block of
 level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once: peak
@@ -231,6 +236,33 @@ def _pyramid(data, dims: tuple[str, ...], factors: list[int], shards: list[tuple
     return levels
 
 
+class _TensorStoreTarget:
+    """A local zarr v3 array written through tensorstore, as a ``dask.array.store`` target.
+
+    ``target[region] = block`` hands the block to tensorstore and returns at once: tensorstore
+    encodes (Blosc, checksum, shard index) and writes on its own threads while dask's threads
+    compute the next blocks, so compute and compression/IO overlap. :meth:`wait` blocks until
+    every write handed over so far is on disk (raising the first write error), and is called
+    after every pass, so at most one pass's blocks are held.
+    """
+
+    def __init__(self, path: Path):
+        import tensorstore as ts
+
+        self._array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
+                              open=True).result()
+        self._pending: list = []
+
+    def __setitem__(self, region: tuple, block: np.ndarray) -> None:
+        # the block is not modified after the hand-over, so tensorstore may keep it without a copy
+        self._pending.append(self._array[region].write(np.asarray(block), can_reference_source_data_indefinitely=True))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+
 def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int], shards: list[tuple]) -> None:
     """Compute and write the pyramid, one level-0 block of ``n x n`` shards at a time.
 
@@ -269,6 +301,9 @@ def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int]
                 regions.append(tuple(reg))
             da.store([block[k] for k in keep], [targets[k] for k in keep], regions=regions,
                      lock=False, compute=True)
+            for k in keep:  # coarser levels read back shards this pass wrote in part
+                if hasattr(targets[k], "wait"):
+                    targets[k].wait()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -498,6 +533,9 @@ def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, grou
             fill_value=0, compressors=_codecs(), config={"write_empty_chunks": True}, overwrite=True,
         ))
     group.attrs.update(group_attrs)
+    local = _local_path(where)
+    if local is not None:  # the arrays' metadata is written; tensorstore writes their chunks
+        targets = [_TensorStoreTarget(local / str(k)) for k in range(len(targets))]
     _store_blocks(data, targets, dims, factors, [shard for _, shard in grids])
     if reg_args is not None:
         from .ngff_transforms_write import write_registration
