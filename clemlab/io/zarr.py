@@ -635,6 +635,23 @@ class _CheckedArray:
     def __init__(self, arr: Any, store: str, complete: bool):
         self.arr, self.store, self.complete = arr, store, complete
         self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+        local = _local_path(store)
+        # a local zarr v3 array is decoded by tensorstore (C++, on its own threads), others by zarr
+        self._ts_path = local / arr.path if local is not None and arr.metadata.zarr_format == 3 else None
+        self._ts = None
+
+    def __getstate__(self) -> dict:  # the tensorstore handle is reopened where the task runs
+        return {**self.__dict__, "_ts": None}
+
+    def _decode(self, region: tuple) -> np.ndarray:
+        if self._ts_path is None:
+            return np.asarray(self.arr[region])
+        if self._ts is None:
+            import tensorstore as ts
+
+            self._ts = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(self._ts_path)}},
+                               read=True).result()
+        return self._ts[region].read().result()
 
     def __dask_tokenize__(self):
         return (self.store, self.arr.path, self.shape, str(self.dtype), self.complete)
@@ -675,7 +692,7 @@ class _CheckedArray:
 
     def _read(self, region: tuple) -> np.ndarray:
         try:
-            block = np.asarray(self.arr[region])
+            block = self._decode(region)
         except Exception as exc:  # codecs raise ValueError, RuntimeError, ... for damaged bytes
             self._check_present(region)
             raise FileFormatError(
