@@ -5,7 +5,7 @@ Run::
     python benchmarks/bench_storage_engines.py --size 8192 --dtype uint8 --rounds 3
 
 An input of ``size``² pixels is stored as a sharded zarr v3 array (shards 4096², inner chunks 512²,
-Blosc LZ4 level 5, byte shuffle), read lazily (one dask task per shard), warped by clemlab (rotation
+Blosc LZ4 level 5, byte shuffle, CRC-32C), read lazily (one dask task per shard), warped by clemlab (rotation
 10° + scale 1.1, bilinear, output chunks of one shard) and written to the same sharded layout by
 each engine, with the threaded scheduler and 2 threads:
 
@@ -42,9 +42,10 @@ CONFIGS = {"zarr-conc64": {"async.concurrency": 64}, "zarr-workers2": {"threadin
 
 
 def _codec():
-    from zarr.codecs import BloscCodec
+    """Blosc LZ4 and a CRC-32C checksum, as clemlab writes."""
+    from zarr.codecs import BloscCodec, Crc32cCodec
 
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
 def _create(path: str, shape: tuple, dtype: str):

@@ -4,6 +4,11 @@ Run::
 
     python benchmarks/bench_warp.py              # 16384² uint8 and uint16, + 32768² uint8, TPS
     python benchmarks/bench_warp.py --size 4096  # quicker
+    python benchmarks/bench_warp.py --size 8192 --before /tmp/old   # against another checkout
+
+``--before DIR`` measures the clemlab of another checkout (e.g. an old commit extracted with
+``git archive <commit> | tar -x -C DIR``) in the same rounds, through that checkout's own
+benchmark and on an input written by its own writer, so old and new are timed interleaved.
 
 An EM image of ``size``² pixels is stored as zarr on disk (an OME-Zarr 0.5 written by clemlab:
 512² chunks in 4096² shards, Blosc LZ4) and opened lazily with ``clemlab.open_image`` (one dask
@@ -241,10 +246,29 @@ def child(cfg: dict) -> dict:
             "peak_rss_mb": rss, "first_call_seconds": calls[0][0], "second_call_seconds": calls[1][0]}
 
 
+#: another checkout (``--before DIR``) whose clemlab is measured as the configuration "before"
+BEFORE: str | None = None
+
+
+def _before_script() -> str:
+    return os.path.join(BEFORE, "benchmarks", "bench_warp.py")
+
+
+def _make_before_input(path: str, size: int, dtype: str) -> None:
+    """The input written by the other checkout's own writer (in its own format), untimed."""
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(_before_script())!r}); import bench_warp; "
+            f"bench_warp._make_input({path!r}, {size}, {dtype!r})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def _once(name: str, size: int, src: str, out: str) -> dict:
-    """One fresh subprocess measuring one configuration."""
+    """One fresh subprocess measuring one configuration ("before": the other checkout's
+    benchmark measuring its own clemlab, the same way)."""
+    script = __file__
+    if name == "before":
+        script, name = _before_script(), "clemlab"
     cfg = json.dumps({"name": name, "size": size, "src": src, "out": out})
-    proc = subprocess.run([sys.executable, __file__, "--child", cfg], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, script, "--child", cfg], capture_output=True, text=True)
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -293,8 +317,12 @@ def main() -> None:
     ap.add_argument("--no-double", action="store_true", help="skip the doubled side")
     ap.add_argument("--no-scipy", action="store_true", help="skip the (slow) scipy baseline")
     ap.add_argument("--no-tps", action="store_true", help="skip the thin-plate-spline warp")
+    ap.add_argument("--before", metavar="DIR", help="another checkout (e.g. an old commit in a temp folder) "
+                    "whose clemlab is measured in the same rounds as 'before'")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global BEFORE
+    BEFORE = args.before
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -322,16 +350,29 @@ def main() -> None:
             if dtype == "uint8" and not args.no_tps:
                 names += ["clemlab-tps", "clemlab-tps-newton"]
             configs = [((dtype, n), n, size, src) for n in names]
+            src_before = None
+            if BEFORE:
+                src_before = os.path.join(tmp, f"in-before-{dtype}.zarr")
+                _make_before_input(src_before, size, dtype)
+                configs.append(((dtype, "before"), "before", size, src_before))
             src2 = None
+            double_names = ("clemlab", "io-floor")
             if dtype == "uint8" and not args.no_double:  # the doubled side, in the same rounds
                 src2 = os.path.join(tmp, "in-double.zarr")
                 _make_input(src2, 2 * size, "uint8")
-                configs += [(("double", n), n, 2 * size, src2) for n in ("clemlab", "io-floor")]
+                configs += [(("double", n), n, 2 * size, src2) for n in double_names]
             res = run_rounds(configs, out, rep)
             shutil.rmtree(src, ignore_errors=True)
+            if src_before:
+                shutil.rmtree(src_before, ignore_errors=True)
+                before = res[(dtype, "before")]
+                show(dtype, "before", before)
+                print(f"  {dtype}: clemlab / before throughput = {before['seconds'] / res[(dtype, 'clemlab')]['seconds']:.2f}x "
+                      f"(per round: {_per_round(before, res[(dtype, 'clemlab')])}); peak RSS "
+                      f"{res[(dtype, 'clemlab')]['peak_rss_mb']:.0f} vs {before['peak_rss_mb']:.0f} MB")
             if src2:
                 shutil.rmtree(src2, ignore_errors=True)
-                doubled = {n: res[("double", n)] for n in ("clemlab", "io-floor")}
+                doubled = {n: res[("double", n)] for n in double_names}
             for name in names:
                 results[(dtype, name)] = res[(dtype, name)]
                 show(dtype, name, res[(dtype, name)])

@@ -23,7 +23,12 @@ Level ``k`` has pixel size ``f_k * s0`` and its first pixel centre at
 
 Chunks and shards. Each array is stored in shards (one object per shard) of
 ``SHARD_CHUNKS x SHARD_CHUNKS`` inner chunks in y and x, so a large mosaic is a few dozen
-objects while a reader can still fetch one small chunk; chunks are Blosc-LZ4 compressed.
+objects while a reader can still fetch one small chunk; chunks are Blosc-LZ4 compressed and
+carry a CRC-32C checksum. zarr-python creates the group and the arrays' metadata everywhere;
+the chunks of a local store are written through tensorstore (its C++ zarr v3 engine encodes
+and writes on its own threads while dask computes the next blocks), those of other URLs
+through zarr-python. The group's ``clemlab.complete`` attribute is set once every chunk is
+written, so the reader reports an absent chunk of such a store as damage.
 Each level's dask chunks are cut on that level's shard grid, so no two tasks ever write the
 same shard. The pyramid is written in passes (``dask.array.store``), one per square block of
 level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once: peak
@@ -38,6 +43,7 @@ other URLs (``memory://``, ``s3://``, ...) are written in place.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -150,17 +156,19 @@ def _documents(attrs: dict, registration: Any, landmarks: Any) -> dict[str, Any]
     return docs
 
 
-def _codec():
-    """The inner-chunk codec written: Blosc LZ4 (level 5, byte shuffle).
+def _codecs() -> list:
+    """The inner-chunk codecs written: Blosc LZ4 (level 5, byte shuffle), then a CRC-32C checksum.
 
     LZ4 encodes at several GB/s per core, so compressing never dominates a warp-and-write
     pass (zstd, zarr's default, does), and it still shrinks fill regions and smooth images.
-    Every chunk is written (``write_empty_chunks``): an all-fill chunk costs LZ4 a few kB,
-    less than testing each chunk for fill would cost.
+    Blosc stores incompressible data (most EM) as a plain copy, so a damaged byte would read
+    as a wrong pixel: the checksum makes every damaged chunk fail to decode instead.
+    Every chunk is written (``write_empty_chunks``), so a store marked complete
+    (``clemlab.complete``) has no absent chunk: the reader reports one as damage.
     """
-    from zarr.codecs import BloscCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec
 
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
 def _default_factors(shape_yx: tuple[int, int], chunk: int) -> list[int]:
@@ -228,6 +236,33 @@ def _pyramid(data, dims: tuple[str, ...], factors: list[int], shards: list[tuple
     return levels
 
 
+class _TensorStoreTarget:
+    """A local zarr v3 array written through tensorstore, as a ``dask.array.store`` target.
+
+    ``target[region] = block`` hands the block to tensorstore and returns at once: tensorstore
+    encodes (Blosc, checksum, shard index) and writes on its own threads while dask's threads
+    compute the next blocks, so compute and compression/IO overlap. :meth:`wait` blocks until
+    every write handed over so far is on disk (raising the first write error), and is called
+    after every pass, so at most one pass's blocks are held.
+    """
+
+    def __init__(self, path: Path):
+        import tensorstore as ts
+
+        self._array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
+                              open=True).result()
+        self._pending: list = []
+
+    def __setitem__(self, region: tuple, block: np.ndarray) -> None:
+        # the block is not modified after the hand-over, so tensorstore may keep it without a copy
+        self._pending.append(self._array[region].write(np.asarray(block), can_reference_source_data_indefinitely=True))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+
 def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int], shards: list[tuple]) -> None:
     """Compute and write the pyramid, one level-0 block of ``n x n`` shards at a time.
 
@@ -266,6 +301,9 @@ def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int]
                 regions.append(tuple(reg))
             da.store([block[k] for k in keep], [targets[k] for k in keep], regions=regions,
                      lock=False, compute=True)
+            for k in keep:  # coarser levels read back shards this pass wrote in part
+                if hasattr(targets[k], "wait"):
+                    targets[k].wait()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -297,7 +335,8 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
         Default: 512 in y and x, 1 in z. Chunks are grouped in shards of SHARD_CHUNKS² (8 x 8)
         chunks in y and x; channels are chunked one by one.
     overwrite : bool
-        Replace an existing store at ``path``.
+        Replace an existing OME-Zarr image at ``path`` (default False: refuse). Anything else
+        at ``path`` (a file, a folder that is not an OME-Zarr image) is never replaced.
     registration : clemlab.registration.Registration, optional
         Written as NGFF 0.6 coordinate transformations ``"lm"`` -> ``"em"`` (the root becomes
         NGFF 0.6; :func:`clemlab.read_transform` reads it back; the image lives in ``"em"``,
@@ -317,8 +356,11 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
 
     Raises
     ------
+    FileExistsError
+        Something exists at ``path`` and ``overwrite`` is False, or (even with ``overwrite``)
+        it is not an OME-Zarr image: a file or another folder is never replaced.
     FileFormatError
-        ``path`` exists (and not ``overwrite``) or its folder is not writable.
+        The folder of ``path`` does not exist or is not writable.
     ImageError
         Bad ``scale_factors``/``chunks`` or attrs that are not JSON-able.
     RegistrationError, LandmarkError
@@ -340,9 +382,8 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
 
     img = _as_writable_image(image)
     local = _local_path(path)
+    _check_replaceable(path, overwrite)
     if local is not None:
-        if local.exists() and not overwrite:
-            raise FileFormatError(f"{_fmt(local)} exists; pass overwrite=True to replace it or choose another path")
         parent = local.parent if str(local.parent) else Path(".")
         if not parent.is_dir():
             raise FileFormatError(f"cannot write {_fmt(local)}: folder {_fmt(parent)} does not exist; create it first")
@@ -435,6 +476,44 @@ def _group_metadata(img, dims: tuple[str, ...], factors: list[int], attrs: dict,
     return {"ome": ome, "clemlab": {"version": 1, "attrs": attrs, **docs}}
 
 
+def _exists_message(where: Any) -> str:
+    return f"{_fmt(where)} exists; pass overwrite=True to replace it or choose another path"
+
+
+def _exists(path: Any) -> bool:
+    """Whether anything (a file, a folder, an object prefix) is stored at ``path``."""
+    local = _local_path(path)
+    if local is not None:
+        return local.exists() or local.is_symlink()
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    return fs.exists(root)
+
+
+def _check_replaceable(path: Any, overwrite: bool) -> None:
+    """Refuse to replace what is at ``path`` unless ``overwrite`` and it is an OME-Zarr image.
+
+    The rule: nothing is ever replaced by default, and ``overwrite=True`` replaces only an
+    OME-Zarr image (a zarr group with ``multiscales`` metadata), never a file or an unrelated
+    folder, whose contents a user may need.
+    """
+    if not _exists(path):
+        return
+    if not overwrite:
+        raise FileExistsError(_exists_message(path))
+    local = _local_path(path)
+    if local is not None and not local.is_dir():
+        raise FileExistsError(f"{_fmt(path)} is a file, not an OME-Zarr folder; overwrite=True replaces only an "
+                              "OME-Zarr image: remove the file yourself or choose another path")
+    try:
+        _multiscales(_open_group(path), path)
+    except FileFormatError:
+        raise FileExistsError(f"{_fmt(path)} exists and is not an OME-Zarr image (no zarr group with "
+                              "'multiscales' metadata); overwrite=True replaces only an OME-Zarr image, never "
+                              "another folder: move its contents away or choose another path") from None
+
+
 def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, group_attrs, reg_args) -> None:
     """Create the group and its level arrays at ``where``, write the pyramid, then the
     registration (``reg_args``: keyword arguments of ``write_registration``, or None); the
@@ -444,28 +523,26 @@ def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, grou
     try:
         group = zarr.open_group(where, mode=mode, zarr_format=3)
     except FileExistsError:
-        raise FileFormatError(f"{_fmt(where)} exists; pass overwrite=True to replace it or choose another path") from None
+        raise FileExistsError(_exists_message(where)) from None
     except (OSError, ValueError) as exc:
         raise FileFormatError(f"cannot write {_fmt(where)}: {exc}") from None
     targets = []
     for k, (shape, (chunk, shard)) in enumerate(zip(shapes, grids)):
         targets.append(group.create_array(
             str(k), shape=shape, dtype=data.dtype, chunks=chunk, shards=shard, dimension_names=dims,
-            fill_value=0, compressors=_codec(), config={"write_empty_chunks": True}, overwrite=True,
+            fill_value=0, compressors=_codecs(), config={"write_empty_chunks": True}, overwrite=True,
         ))
     group.attrs.update(group_attrs)
+    local = _local_path(where)
+    if local is not None:  # the arrays' metadata is written; tensorstore writes their chunks
+        targets = [_TensorStoreTarget(local / str(k)) for k in range(len(targets))]
     _store_blocks(data, targets, dims, factors, [shard for _, shard in grids])
     if reg_args is not None:
         from .ngff_transforms_write import write_registration
 
         write_registration(group, **reg_args)
-
-
-def _jsonable(obj: Any) -> Any:
-    try:
-        return json.loads(json.dumps(obj, allow_nan=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-    except ValueError as exc:
-        raise ImageError(f"attrs must hold plain JSON-able values to be written to OME-Zarr ({exc})") from None
+    # last: every chunk is now stored, so the reader may treat an absent one as damage
+    group.attrs.update({"clemlab": {**group.attrs["clemlab"], "complete": True}})
 
 
 # ---------------------------------------------------------------------------------------
@@ -546,6 +623,98 @@ def _level_geometry(ms: dict, k: int, path: Any) -> tuple[tuple[str, ...], dict,
     return names, sizes, origins
 
 
+class _CheckedArray:
+    """A zarr array read region by region for dask, every damaged or missing chunk reported.
+
+    A chunk that fails to decode (a truncated shard, a checksum mismatch) raises
+    FileFormatError naming the store and the chunk's key instead of the codec's own error.
+    In a store marked complete (clemlab writes every chunk), a region read as all fill value
+    is checked for absent or empty chunk objects, which zarr would otherwise read as fill.
+    """
+
+    def __init__(self, arr: Any, store: str, complete: bool):
+        self.arr, self.store, self.complete = arr, store, complete
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+        local = _local_path(store)
+        # a local zarr v3 array is decoded by tensorstore (C++, on its own threads), others by zarr
+        self._ts_path = local / arr.path if local is not None and arr.metadata.zarr_format == 3 else None
+        self._ts = None
+
+    def __getstate__(self) -> dict:  # the tensorstore handle is reopened where the task runs
+        return {**self.__dict__, "_ts": None}
+
+    def _decode(self, region: tuple) -> np.ndarray:
+        if self._ts_path is None:
+            return np.asarray(self.arr[region])
+        if self._ts is None:
+            import tensorstore as ts
+
+            self._ts = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(self._ts_path)}},
+                               read=True).result()
+        return self._ts[region].read().result()
+
+    def __dask_tokenize__(self):
+        return (self.store, self.arr.path, self.shape, str(self.dtype), self.complete)
+
+    def _keys(self, region: tuple) -> list[str]:
+        """Storage keys (zarr v3 default encoding ``c/i/j``) of the objects under ``region``."""
+        grid = self.arr.shards or self.arr.chunks
+        ranges = [range(sl.start // g, -(-sl.stop // g)) for sl, g in zip(region, grid)]
+        return [f"{self.arr.path}/c/" + "/".join(map(str, idx)) for idx in itertools.product(*ranges)]
+
+    def _absent(self, key: str) -> bool:
+        local = _local_path(self.store)
+        if local is not None:
+            target = local / key
+            return not target.is_file() or target.stat().st_size == 0
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.store)
+        where = f"{root.rstrip('/')}/{key}"
+        return not fs.exists(where) or fs.size(where) == 0
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        # dask passes slices, or integers where a selection dropped an axis (no fancy indexing)
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        region, within = [], []
+        for k, n in zip(key, self.shape):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                region.append(slice(start, max(start, stop)))
+                within.append(slice(None, None, step))
+            else:
+                i = int(k) % n
+                region.append(slice(i, i + 1))
+                within.append(0)
+        region = tuple(region)
+        return self._read(region)[tuple(within)]
+
+    def _read(self, region: tuple) -> np.ndarray:
+        try:
+            block = self._decode(region)
+        except Exception as exc:  # codecs raise ValueError, RuntimeError, ... for damaged bytes
+            self._check_present(region)
+            raise FileFormatError(
+                f"{_fmt(self.store)}: chunk {' or '.join(self._keys(region))} is damaged and cannot be "
+                f"decoded ({type(exc).__name__}: {exc}); copy the store again from its source or rewrite it"
+            ) from None
+        if not np.any(block != self.arr.fill_value):
+            self._check_present(region)
+        return block
+
+    def _check_present(self, region: tuple) -> None:
+        """In a store marked complete, raise naming every absent or empty chunk object."""
+        if not self.complete:
+            return
+        missing = [k for k in self._keys(region) if self._absent(k)]
+        if missing:
+            raise FileFormatError(
+                f"{_fmt(self.store)}: chunk {', '.join(missing)} is missing or empty, but clemlab wrote "
+                "this store complete, so it was damaged or copied incompletely; copy it again from its "
+                "source or rewrite it")
+
+
 def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None, group: Any = None):
     """Read one level of an OME-Zarr image (NGFF 0.4-0.6, folder or URL) lazily as a
     :class:`clemlab.io.RawImage`; one dask chunk per shard (zarr v3) or chunk (v2) unless
@@ -554,6 +723,7 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
     Used by :func:`clemlab.io.open_image` (which applies the user's overrides).
     """
     import dask.array as da
+    from dask.base import tokenize as dask_tokenize
 
     from . import RawImage
 
@@ -569,7 +739,10 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
     except Exception as exc:  # zarr raises several kinds for a missing or damaged array
         raise FileFormatError(f"level {level} of {_fmt(path)} ({sub!r}) is not a readable zarr array "
                               f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete or damaged") from None
-    data = da.from_zarr(arr, chunks=chunks if chunks is not None else (arr.shards or arr.chunks))
+    complete = (attrs.get("clemlab") or {}).get("complete") is True and arr.metadata.zarr_format == 3
+    source = _CheckedArray(arr, str(path), complete)
+    data = da.from_array(source, chunks=chunks if chunks is not None else (arr.shards or arr.chunks),
+                         asarray=False, fancy=False, name=f"clemlab-ome-zarr-{dask_tokenize(source)}")
     clem = (attrs.get("clemlab") or {}).get("attrs") or {}
     channels = None
     if "c" in dims:
