@@ -49,12 +49,12 @@ def _check_pair(em: xr.DataArray, lm: xr.DataArray, tf: Any) -> None:
         return
     arrow = f"{src} -> {dst}"
     if same_frame(e, src) and same_frame(l, dst):
-        if same_frame(e, l):  # one frame name for both: the transform's own pair is reversed
-            fix = "pass the transform from the LM frame to the EM frame (transform.inverse)"
-        elif e is not None and l is not None:
-            fix = "swap the arguments: correlate(em, lm, transform) takes the EM image first"
+        swapped = em.attrs.get("modality") == "LM" or lm.attrs.get("modality") == "EM"
+        if swapped:
+            fix = "the images are swapped: correlate(em, lm, transform) takes the EM image first"
         else:
-            fix = "pass transform.inverse, or swap em and lm if they are the other way round"
+            fix = ("the transform points the other way: pass transform.inverse (or swap em and lm "
+                   "if they are the other way round)")
         raise ImageError(
             f"correlate: em is in frame {e!r} and lm in frame {l!r}, but the transform maps "
             f"{arrow} (it must map lm's frame to em's); {fix}; pass check_frames=False only "

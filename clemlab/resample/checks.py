@@ -84,7 +84,7 @@ def check_fill(fill: Any, dtype: np.dtype) -> float:
             )
         return value
     finfo = np.finfo(dtype)
-    if np.isfinite(value) and abs(value) > finfo.max:
+    if np.isfinite(value) and abs(value) > float(finfo.max):
         raise ImageError(
             f"fill={fill!r} does not fit the image's dtype {dtype} (magnitude up to "
             f"{float(finfo.max):.4g}); pass a smaller fill, or convert the image to float64 first"
