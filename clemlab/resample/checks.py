@@ -113,7 +113,7 @@ def forward_jacobians(imap: _IndexMap, shape: tuple[int, ...]) -> np.ndarray:
     vals = imap(probes, 0).reshape(2 * d + 1, len(pts), d)
     jac_index = np.stack([(vals[2 + 2 * k] - vals[1 + 2 * k]) / (2 * step) for k in range(d)], axis=-1)
     # index map = src_index <- inverse transform <- dst_physical: undo the grids' scales
-    src_scale = np.linalg.inv(imap._src_inv[:d, :d])  # source index -> µm (x, y, z) linear part
+    src_scale = imap.src_m[:d, :d]  # source index -> µm
     dst_scale = imap.dst_m[:d, :d]  # output index -> µm
     out = np.full((len(pts), d + 1), np.nan)
     ok = np.all(np.isfinite(jac_index.reshape(len(pts), -1)), axis=1)
