@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ImageError
-from .image import check_image
+from .image import check_image, frame_of, same_frame
 from .resample import warp
 from .resample.index_map import as_transform
 
@@ -41,8 +41,35 @@ def _level_image(obj: Any, level: int | None, argname: str, finer_than: float | 
     return img(k)
 
 
+def _check_pair(em: xr.DataArray, lm: xr.DataArray, tf: Any) -> None:
+    """Refuse an em/lm pair whose frames do not match the transform's target/source frames
+    (frameless sides pass), naming the frames and the fix."""
+    e, l, src, dst = frame_of(em), frame_of(lm), tf.source_frame, tf.target_frame
+    if same_frame(e, dst) and same_frame(l, src):
+        return
+    arrow = f"{src} -> {dst}"
+    if same_frame(e, src) and same_frame(l, dst):
+        swapped = em.attrs.get("modality") == "LM" or lm.attrs.get("modality") == "EM"
+        if swapped:
+            fix = "the images are swapped: correlate(em, lm, transform) takes the EM image first"
+        else:
+            fix = ("the transform points the other way: pass transform.inverse (or swap em and lm "
+                   "if they are the other way round)")
+        raise ImageError(
+            f"correlate: em is in frame {e!r} and lm in frame {l!r}, but the transform maps "
+            f"{arrow} (it must map lm's frame to em's); {fix}; pass check_frames=False only "
+            "if the frame names are wrong"
+        )
+    which = ("em", e, dst, "into") if not same_frame(e, dst) else ("lm", l, src, "from")
+    raise ImageError(
+        f"correlate: {which[0]} is in frame {which[1]!r} but the transform maps {which[3]} frame "
+        f"{which[2]!r} ({arrow}); give the {which[0].upper()} image of this registration, or the "
+        "registration of these images; pass check_frames=False only if the frame names are wrong"
+    )
+
+
 def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int | None = None,
-              order: int = 1, chunks: Any = None) -> xr.Dataset:
+              order: int = 1, chunks: Any = None, check_frames: bool = True) -> xr.Dataset:
     """Put EM and LM on one grid: a lazy :class:`xarray.Dataset`.
 
     Parameters
@@ -63,6 +90,10 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
         Interpolation order of the warped modality.
     chunks : optional
         Output chunks, as for :func:`warp`.
+    check_frames : bool
+        Refuse images whose ``frame`` attrs are not the transform's target (``em``) and
+        source (``lm``) frames (default; a side without a frame is not checked). ``False``
+        skips the check, for data whose frame names are wrong.
 
     Returns
     -------
@@ -71,6 +102,12 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
         attrs ``frame`` and ``clem:transform_lm_to_em``; given a Registration, also
         ``clem:registration`` and ``clem:landmarks`` (its ``to_dict()`` and its landmarks'
         JSON form), which :func:`clemlab.write_ome_zarr` stores in the group attrs.
+
+    Raises
+    ------
+    ImageError
+        When the frames of ``em`` and ``lm`` are not the transform's target and source
+        frames (both names and the fix in the message), and as :func:`warp`.
     """
     if frame not in ("EM", "LM"):
         raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
@@ -78,13 +115,17 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
     if frame == "EM":
         em = check_image(_level_image(em, level, "em"), "em")
         lm = check_image(_level_image(lm, None, "lm", min(em.clem.pixel_size.values())), "lm")
-        fixed, moved = em, warp(lm, tf, like=em, order=order, chunks=chunks)
+        if check_frames:
+            _check_pair(em, lm, tf)
+        fixed, moved = em, warp(lm, tf, like=em, order=order, chunks=chunks, check_frames=False)
         data = {"EM": fixed, "LM": moved}
         name = em.attrs.get("frame", "EM")
     else:
         lm = check_image(_level_image(lm, level, "lm"), "lm")
         em = check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em")
-        moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks)
+        if check_frames:
+            _check_pair(em, lm, tf)
+        moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks, check_frames=False)
         data = {"EM": moved, "LM": lm}
         name = lm.attrs.get("frame", "LM")
     attrs = {"frame": name, "clem:transform_lm_to_em": tf.to_dict()}

@@ -33,6 +33,8 @@ __all__ = [
     "unit_to_um",
     "normalize_unit",
     "ClemAccessor",
+    "frame_of",
+    "same_frame",
 ]
 
 #: Allowed dims, in the only allowed order.
@@ -204,6 +206,28 @@ def _check_dims(dims: Sequence[str], ndim: int) -> tuple[str, ...]:
             f"dims must be in the order {ALL_DIMS}, got {dims}; transpose the data to {order}"
         )
     return dims
+
+
+def frame_of(obj: Any) -> str | None:
+    """The frame name ``obj`` carries, or None when it carries none (frameless).
+
+    Images, datasets and tables carry it in ``attrs["frame"]`` (DataArray, Dataset, pandas
+    DataFrame from :func:`clemlab.targets_from_points`), mapped points in ``.frame``
+    (:meth:`clemlab.Registration.map_points`). An empty name counts as none.
+    """
+    attrs = getattr(obj, "attrs", None)
+    name = attrs.get("frame") if isinstance(attrs, Mapping) else getattr(obj, "frame", None)
+    return str(name) if isinstance(name, str) and name else None
+
+
+def same_frame(a: str | None, b: str | None) -> bool:
+    """Whether frame names ``a`` and ``b`` can name one frame.
+
+    A frameless side (None) matches anything: data without a frame is never refused.
+    Names compare case-insensitively, so ``"LM"`` (images, landmarks) and ``"lm"`` (the NGFF
+    coordinate systems clemlab writes) are one frame.
+    """
+    return a is None or b is None or a.casefold() == b.casefold()
 
 
 def as_image(

@@ -307,9 +307,36 @@ def _check_targets(targets: Any) -> pd.DataFrame:
     return targets
 
 
+def _check_target_frames(reg: Any, df: pd.DataFrame, em: Any, stage: Any) -> None:
+    """Refuse targets, EM image or stage transform in frames other than the registration's
+    (frameless ones pass), naming both frames and the fix."""
+    from .image import frame_of, same_frame
+
+    src, dst = reg.landmarks.source_frame, reg.landmarks.target_frame
+    arrow = f"the registration maps frame {src!r} to {dst!r}"
+    escape = "pass check_frames=False only if the frame names are wrong"
+    have = frame_of(df)
+    if not same_frame(have, src):
+        hint = (f"they are in its target frame already; build the targets in {src!r} "
+                f"(targets_from_points(..., frame={src!r}))") if same_frame(have, dst) else \
+            f"give targets in frame {src!r}, or the registration of frame {have!r}"
+        raise RegistrationError(f"map_targets: the targets are in frame {have!r} but {arrow}; {hint}; {escape}")
+    if em is not None and not same_frame(frame_of(em), dst):
+        raise RegistrationError(
+            f"map_targets: em is in frame {frame_of(em)!r} but {arrow}; pass the image of frame "
+            f"{dst!r} (the EM image the landmarks were clicked on) as em=; {escape}"
+        )
+    start = getattr(stage, "source_frame", None)
+    if stage is not None and not same_frame(start, dst):
+        raise RegistrationError(
+            f"map_targets: the stage transform maps from frame {start!r} but {arrow}; build it "
+            f"from the EM image of frame {dst!r} (stage_transform(em, ...)); {escape}"
+        )
+
+
 def map_targets(reg: Any, targets: pd.DataFrame, *, em: Any = None, stage: _tf.Transform | None = None,
                 include_target_fle: bool | None = None, target_sigma: float | None = None,
-                confidence: float = 0.95) -> pd.DataFrame:
+                confidence: float = 0.95, check_frames: bool = True) -> pd.DataFrame:
     """Carry targets from the source (LM) frame into the EM frame, with predicted errors.
 
     Parameters
@@ -332,6 +359,11 @@ def map_targets(reg: Any, targets: pd.DataFrame, *, em: Any = None, stage: _tf.T
         per-row ``sigma``.
     confidence : float
         Probability content of the error ellipses (default 0.95).
+    check_frames : bool
+        Refuse a target table whose ``attrs["frame"]`` is not the registration's source
+        frame, an ``em`` image whose ``frame`` is not its target frame, and a ``stage``
+        transform that does not start in its target frame (default). Sides without a frame
+        are not checked; ``False`` skips the check, for data whose frame names are wrong.
 
     Returns
     -------
@@ -349,6 +381,8 @@ def map_targets(reg: Any, targets: pd.DataFrame, *, em: Any = None, stage: _tf.T
     if not isinstance(reg, Registration):
         raise RegistrationError(f"reg must be a Registration (from clemlab.register), got {type(reg).__name__}")
     df = _check_targets(targets)
+    if check_frames:
+        _check_target_frames(reg, df, em, stage)
     if not 0 < confidence < 1:
         raise RegistrationError(f"confidence must be between 0 and 1, got {confidence!r}")
     d = reg.transform.ndim

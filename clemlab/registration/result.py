@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import transforms as _tf
 from ..errors import RegistrationError
+from ..image import frame_of, same_frame
 from ..landmarks import Landmarks
 from . import error_prediction, report, serialisation
 from .models import _n_params, model_class
@@ -236,22 +237,35 @@ class Registration:
         return error_prediction.target_covariance(self.transform, q, self._target_sigma(target_sigma))
 
     def map_points(self, points: Any, include_target_fle: bool = False,
-                   target_sigma: float | None = None) -> error_prediction.MappedPoints:
+                   target_sigma: float | None = None, *, check_frames: bool = True) -> error_prediction.MappedPoints:
         """Map source-frame points into the target frame, with their predicted errors.
 
         Parameters
         ----------
         points : array_like, shape (N, D)
-            Source-frame points, µm, ``(x, y[, z])``.
+            Source-frame points, µm, ``(x, y[, z])``. Points that carry a frame (a table's
+            ``attrs["frame"]``, as :func:`clemlab.targets_from_points` makes, or the
+            ``.frame`` of mapped points) must be in the source frame.
         include_target_fle, target_sigma
             As for :meth:`predicted_error`.
+        check_frames : bool
+            Refuse points that carry a frame other than the source frame (default); plain
+            arrays carry none and are never refused. ``False`` skips the check.
 
         Returns
         -------
         MappedPoints
             A ``(N, D)`` array (µm, target frame) with ``.error``, ``.covariance``,
-            ``.outside_hull`` and ``.ellipses()``.
+            ``.outside_hull``, ``.ellipses()`` and ``.frame`` (the target frame's name).
+
+        Raises
+        ------
+        RegistrationError
+            When ``points`` carry a frame that is not the source frame (both names and the
+            fix in the message).
         """
+        if check_frames:
+            self._check_points_frame(points)
         q = _tf.as_points(points, self.transform.ndim)
         cov = self.covariance(q)
         if include_target_fle:
@@ -262,7 +276,24 @@ class Registration:
             inside = error_prediction.inside_convex_hull(mapped, self._dst)
         else:
             inside = error_prediction.inside_convex_hull(q, self._src)
-        return error_prediction.MappedPoints(mapped, err, cov, ~inside, dof=self.noise_dof)
+        out = error_prediction.MappedPoints(mapped, err, cov, ~inside, dof=self.noise_dof)
+        out.frame = self.landmarks.target_frame  # so mapping them again is caught
+        return out
+
+    def _check_points_frame(self, points: Any) -> None:
+        """Refuse points whose frame (see :func:`clemlab.image.frame_of`) is not the source frame."""
+        have, src, dst = frame_of(points), self.landmarks.source_frame, self.landmarks.target_frame
+        if same_frame(have, src):
+            return
+        if same_frame(have, dst):
+            fix = (f"they are already in the target frame; to carry {dst} points back to {src} "
+                   "use registration.transform.inverse(points)")
+        else:
+            fix = f"give points in frame {src!r}, or the registration of frame {have!r}"
+        raise RegistrationError(
+            f"map_points: the points are in frame {have!r} but the registration maps frame "
+            f"{src!r} to {dst!r}; {fix}; pass check_frames=False only if the frame name is wrong"
+        )
 
     def error_map(self, like: Any, step: int | None = None, include_target_fle: bool = False,
                   frame: str | None = None):

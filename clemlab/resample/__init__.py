@@ -37,7 +37,13 @@ Which kernel resamples:
   of it after OpenCV's own sampling error, measured once per dtype on the installed OpenCV
   (:func:`clemlab._opencv.sampling_error`), and after float32 rounding.
 - everything else (float64 and other dtypes, order >= 2, 3-D): ``scipy.ndimage`` on the same
-  footprint, with exact float64 coordinates.
+  footprint, with exact float64 coordinates (for linear maps computed from each pixel's global
+  index, so any output chunking gives the same bits) and, for orders 2-5, the finite spline
+  prefilter of :mod:`~clemlab.resample.spline` (a NaN spoils only what it reaches).
+
+Before anything is built, :mod:`~clemlab.resample.checks` refuses a transform whose frames
+are not the image's and ``like``'s, a ``fill`` the dtype cannot hold, and a map that folds,
+collapses an axis or scales µm by more than 1000x over the output grid.
 
 All matrices and coordinates are taken relative to the output chunk and to the footprint's
 first source pixel, so stage coordinates of 10^5 µm keep sub-pixel exactness.

@@ -11,8 +11,10 @@ import numpy as np
 import xarray as xr
 
 from .. import transforms as _tf
-from ..errors import ImageError
+from ..errors import ImageError, TransformError
 from ..image import as_image, check_image
+from .checks import check_fill, check_jacobian
+from .checks import check_frames as _check_frames
 from .graph import _build
 from .index_map import _grid_matrix, _IndexMap, as_transform
 from .task import _method
@@ -92,8 +94,21 @@ def _grid_image(grid: Any, tf: _tf.Transform) -> xr.DataArray:
                     dims=sdims, frame=tf.target_frame)
 
 
+def _index_map(tf: _tf.Transform, image: xr.DataArray, like: xr.DataArray) -> _IndexMap:
+    """The output -> source index map; a singular linear transform is refused."""
+    try:
+        return _IndexMap(tf, _grid_matrix(image), _grid_matrix(like))
+    except (np.linalg.LinAlgError, TransformError) as exc:
+        raise ImageError(
+            f"warp: the transform {type(tf).__name__} ({tf.source_frame} -> {tf.target_frame}) "
+            "cannot be inverted: its Jacobian determinant is 0 (it collapses an axis), so no "
+            f"source pixel belongs to an output pixel ({exc}); check the landmarks and the model"
+        ) from None
+
+
 def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None = None, *,
-         grid: dict | None = None, chunks: Any = None, order: int = 1, fill: float = 0) -> xr.DataArray:
+         grid: dict | None = None, chunks: Any = None, order: int = 1, fill: float = 0,
+         check_frames: bool = True) -> xr.DataArray:
     """Resample ``image`` onto the pixel grid of ``like`` (or ``grid``), lazily.
 
     Parameters
@@ -116,7 +131,13 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
     order : int
         Spline order: 0 nearest, 1 (bi/tri)linear (default), 2-5 spline (scipy).
     fill : float
-        Value for output pixels that map outside ``image``.
+        Value for output pixels that map outside ``image``; it must fit ``image``'s dtype
+        (a whole number within range for integer dtypes; NaN only for float dtypes).
+    check_frames : bool
+        Refuse a transform whose source frame is not ``image``'s frame or whose target frame
+        is not ``like``'s (default). A side without a frame (no ``frame`` attr, or a transform
+        without frame names) is never checked; ``False`` skips the check for data whose frame
+        names are wrong.
 
     Returns
     -------
@@ -124,6 +145,13 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
         Dims ``([c,] <target spatial dims>)``, ``image``'s dtype, the target coords, dask-backed
         with one task per output chunk (call ``.compute()`` for numpy). Attrs: ``frame`` set
         to the target frame, ``clem:transforms`` re-expressed from it, ``clem:warped_from``.
+
+    Raises
+    ------
+    ImageError
+        On a frame mismatch (both frame names and the fix in the message), a fill outside
+        the dtype's range, or a transform that folds, collapses an axis or scales µm by more
+        than 1000x over the output grid (the range of its Jacobian determinant in the message).
 
     Warns
     -----
@@ -151,6 +179,8 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
             raise ImageError("warp(..., grid=...) needs the transform (there is no target image to name the frame)")
         tf = as_transform(transform)
         like = _grid_image(grid, tf)
+    if check_frames:
+        _check_frames(image.clem.frame, like.clem.frame, tf)
     if tf.ndim != image.clem.ndim or tf.ndim != like.clem.ndim:
         raise ImageError(
             f"a {tf.ndim}-D transform cannot map a {image.clem.ndim}-D image onto a "
@@ -159,14 +189,12 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
         )
     if order not in (0, 1, 2, 3, 4, 5):
         raise ImageError(f"order must be an integer 0-5, got {order!r}")
-    try:
-        fill = float(fill)
-    except (TypeError, ValueError):
-        raise ImageError(f"fill must be a number, got {fill!r}") from None
+    fill = check_fill(fill, image.dtype)
     sdims = image.clem.spatial_dims
     out_sdims = like.clem.spatial_dims
     out_shape = tuple(like.sizes[d] for d in out_sdims)
-    imap = _IndexMap(tf, _grid_matrix(image), _grid_matrix(like))
+    imap = _index_map(tf, image, like)
+    check_jacobian(imap, out_shape, tf)
     lead = [d for d in image.dims if d not in sdims]  # at most "c"
     dtype = image.dtype
     # how much the map shrinks: source pixels per output pixel (largest singular value)

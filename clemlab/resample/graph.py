@@ -19,6 +19,7 @@ from ..errors import ImageError
 from .index_map import _chunk_rows, _IndexMap, map_tolerance
 from .kernel import _CV_MAX_SIDE
 from .plan import _plan
+from .spline import footprint_radius
 from .task import _warp_task
 
 #: non-linear maps through OpenCV: chunks are planned in groups of up to 4 x 4, one planning
@@ -51,7 +52,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
     lead_chunks = src_data.chunks[:nlead]
     bounds = [np.concatenate([[0], np.cumsum(c)]) for c in src_data.chunks[nlead:]]
     d = len(src_shape)
-    margin = 1 + (order if order > 1 else 0) * 4
+    margin = footprint_radius(order)  # source px an output pixel's value depends on, per axis
     name = "clemlab-warp-" + tokenize(src_data.name, imap.tf.to_dict(), imap.src_m, imap.dst_m, out_chunks,
                                       order, fill, str(dtype), method)
     layer: dict = {}

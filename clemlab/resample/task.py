@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _opencv
+from . import spline
 from .footprint import _assemble, _RowAssembly
-from .index_map import _IndexMap, _shift
+from .index_map import _IndexMap
 from .kernel import _CV_DTYPES, _opencv_planes
 from .nodes import coarse_map
 
@@ -43,24 +44,55 @@ def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None,
         cv2 = _opencv.load()
         out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill, plan, rows)
     else:
-        from scipy import ndimage
-
-        d = len(shape)
-        if imap.matrix is not None and imap.affine:
-            m = _shift(-lo) @ imap.matrix @ _shift(np.asarray(start, np.float64))
-            planes = [ndimage.affine_transform(np.asarray(pl, np.float64), m, output_shape=shape, order=order,
-                                               mode="constant", cval=fill, prefilter=order > 1) for pl in flat]
-        else:
-            if d == 2:
-                maps, _, _ = coarse_map(imap, start, shape, lo, np.float64)
-                coords = np.moveaxis(maps, -1, 0)
-            else:
-                idx = np.indices(shape, dtype=np.float64).reshape(d, -1).T
-                coords = (imap(idx, start) - lo).T.reshape((d,) + tuple(shape))
-            planes = [ndimage.map_coordinates(np.asarray(pl, np.float64), coords, order=order, mode="constant",
-                                              cval=fill, prefilter=order > 1) for pl in flat]
-        out = np.stack(planes)
+        out = _scipy_planes(flat, imap, start, shape, lo, order, fill)
     return _cast(out, dtype).reshape(lead + tuple(shape))
+
+
+def _linear_coords(matrix: np.ndarray, affine: bool, start: tuple, shape: tuple, lo: np.ndarray) -> list:
+    """Footprint-relative source indices of every pixel of an output chunk, per axis, from a
+    linear index map ``matrix`` (D+1, D+1).
+
+    Each index is computed from the pixel's global output index with the same operations in
+    the same order whatever the chunk, then the footprint's first pixel (an integer, at most
+    the index) is subtracted, which is exact: a pixel's position, hence its interpolation
+    weights, are the same bits in every chunking.
+    """
+    d = len(shape)
+    axes = np.meshgrid(*[np.arange(s, s + n, dtype=np.float64) for s, n in zip(start, shape)],
+                       indexing="ij", sparse=True)
+
+    def row(i: int) -> np.ndarray:
+        acc = matrix[i, 0] * axes[0]
+        for k in range(1, d):
+            acc = acc + matrix[i, k] * axes[k]
+        return np.broadcast_to(acc + matrix[i, d], tuple(shape))
+
+    coords = [row(i) for i in range(d)]
+    if not affine:
+        w = row(d)
+        coords = [c / w for c in coords]
+    return [c - l for c, l in zip(coords, lo)]
+
+
+def _scipy_planes(flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple, lo: np.ndarray,
+                  order: int, fill: float) -> np.ndarray:
+    """``scipy.ndimage.map_coordinates`` of each plane of ``flat`` (P, footprint...) onto one
+    output chunk (P, shape...), float64; orders 2-5 through the finite prefilter of
+    :mod:`~clemlab.resample.spline`."""
+    from scipy import ndimage
+
+    d = len(shape)
+    if imap.matrix is not None:
+        coords = np.stack(_linear_coords(imap.matrix, imap.affine, start, shape, lo))
+    elif d == 2:
+        maps, _, _ = coarse_map(imap, start, shape, lo, np.float64)
+        coords = np.moveaxis(maps, -1, 0)
+    else:
+        idx = np.indices(shape, dtype=np.float64).reshape(d, -1).T
+        coords = (imap(idx, start) - lo).T.reshape((d,) + tuple(shape))
+    planes = [spline.coefficients(pl, order) if order > 1 else np.asarray(pl, np.float64) for pl in flat]
+    return np.stack([ndimage.map_coordinates(pl, coords, order=order, mode="constant", cval=fill, prefilter=False)
+                     for pl in planes])
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
