@@ -12,6 +12,7 @@ from .. import transforms as _tf
 from ..errors import RegistrationError
 from ..landmarks import Landmarks
 from . import error_prediction, report, serialisation
+from .lack_of_fit import LackOfFit, lack_of_fit
 from .models import _n_params, model_class
 from .noise import OUTLIER_P, estimate_noise, linear_scale, noise_dof
 
@@ -101,6 +102,7 @@ class Registration:
         # computed on first use and kept: one (P, P) matrix, at most n_bootstrap refits
         self._cov_params = None
         self._boot = None
+        self._lack_of_fit: LackOfFit | None | bool = False  # False: not yet tested
 
     # -- noise model ----------------------------------------------------------------------
     @property
@@ -113,6 +115,23 @@ class Registration:
         """Expected FRE from the FLE: ``sqrt((1 - p / (K N)) FLE²)``, µm."""
         n, k = self._dst.shape
         return float(np.sqrt(max(0.0, 1 - self.n_params / (k * n)) * self.fle**2))
+
+    @property
+    def lack_of_fit(self) -> LackOfFit | None:
+        """Lack-of-fit test of the model (:class:`~clemlab.registration.lack_of_fit.LackOfFit`),
+        or None where none applies. When its chi-square test rejects the model (residuals
+        larger than the stated localisation error explains), the predicted errors are
+        inflated by its ``ratio`` and :attr:`warnings` say which model to try."""
+        if self._lack_of_fit is False:
+            self._lack_of_fit = lack_of_fit(self)
+        return self._lack_of_fit
+
+    @property
+    def error_inflation(self) -> float:
+        """Factor by which the predicted errors exceed what the stated noise alone gives
+        (1 unless the lack-of-fit test rejects the model)."""
+        lof = self.lack_of_fit
+        return 1.0 if lof is None else lof.inflation
 
     @property
     def noise_dof(self) -> float:
@@ -156,6 +175,10 @@ class Registration:
         -------
         numpy.ndarray, shape (N, D, D)
         """
+        return self._noise_covariance(points) * self.error_inflation**2
+
+    def _noise_covariance(self, points: Any) -> np.ndarray:
+        """Mapping covariance ``(N, D, D)`` (µm²) from the stated noise alone (no inflation)."""
         q = _tf.as_points(points, self.transform.ndim)
         if not np.all(np.isfinite(self._var)):
             return np.full((len(q), q.shape[1], q.shape[1]), np.nan)
@@ -360,7 +383,8 @@ class Registration:
             return np.zeros(0), np.zeros(0)
         var = self._var
         with np.errstate(invalid="ignore", divide="ignore"):
-            lever = np.minimum(self.predicted_error(self._src) ** 2 / (k * var), 0.9)
+            tre2 = np.trace(self._noise_covariance(self._src), axis1=1, axis2=2)
+            lever = np.minimum(tre2 / (k * var), 0.9)
             loo2 = self.loo_errors**2
             bound = np.full(n, chi2.ppf(OUTLIER_P, k) / k)
             if self.fle_source == "residuals":
