@@ -18,7 +18,8 @@ instead of returning a fit to a handful of pairs that agree by luck.
 With unknown noise, ``r`` is chosen per minimal set (the ``k``-th smallest residual, every
 ``k``), which makes the test scale-free and lets it work beyond 50 % outliers, where a median
 of residuals (least median of squares) breaks down. With known noise, ``r`` is the
-``OUTLIER_P`` chi-square bound of each pair's noise and trials are scored by MSAC.
+``OUTLIER_P`` chi-square bound of the pairs' noise and each minimal set's consensus is the
+pairs within that bound.
 """
 
 from __future__ import annotations
