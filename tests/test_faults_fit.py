@@ -149,7 +149,17 @@ def test_understated_noise_is_caught():
     truth, src, dst, _ = _pairs(11, n=15)
     reg = register(Landmarks.from_points(src, dst), "affine", fle=0.005)
     assert reg.lack_of_fit.rejected and reg.lack_of_fit.ratio > 4
-    assert any("residuals are" in w and "x the localisation error" in w for w in reg.warnings)
+    assert any("residuals are" in w and "x the localisation error" in w and "fit leaves" in w and "x too. Some "
+               "pairs may be wrong" in w and "or the stated localisation error is too small" in w for w in reg.warnings)
+
+
+def test_one_wrong_pair_with_known_noise_is_not_blamed_on_the_model():
+    _, src, dst, _ = _pairs(14, n=15)
+    dst[5] += [1.2, -0.9]
+    reg = register(Landmarks.from_points(src, dst, sigma_src=0.03, sigma_dst=0.005), "affine")
+    assert any("Some pairs may be wrong" in w for w in reg.warnings)
+    assert not any("try model=" in w for w in reg.warnings)
+    assert any(w.startswith("Pair(s) ") and "P6," in w and "far off when left out" in w for w in reg.warnings)
 
 
 def test_correct_models_do_not_warn():

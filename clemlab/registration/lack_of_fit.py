@@ -57,6 +57,9 @@ class LackOfFit:
         Its ratio (chi-square test: its residuals over the noise); NaN when not fitted.
     rejected : bool
         ``p_value < LACK_OF_FIT_P``.
+    next_fits : bool
+        The next model passes the same test: a more flexible model is the cure. When it
+        fails too, wrong pairs or an understated localisation error are likelier.
     """
 
     test: str
@@ -66,6 +69,7 @@ class LackOfFit:
     next_model: str | None
     next_ratio: float
     rejected: bool
+    next_fits: bool = True
 
     @property
     def inflation(self) -> float:
@@ -90,7 +94,8 @@ def lack_of_fit(reg: Registration) -> LackOfFit | None:
         ratio = float(np.sqrt(rss / dof))
         nxt_ratio = float(np.sqrt(nxt_rss / nxt_dof)) if nxt else float("nan")
         p = float(chi2.sf(rss, dof))
-        return LackOfFit("chi-square", rss, p, ratio, nxt, nxt_ratio, p < LACK_OF_FIT_P)
+        next_fits = bool(nxt) and float(chi2.sf(nxt_rss, nxt_dof)) >= LACK_OF_FIT_P
+        return LackOfFit("chi-square", rss, p, ratio, nxt, nxt_ratio, p < LACK_OF_FIT_P, next_fits)
     if not nxt or nxt_rss <= 0:
         return None
     extra = dof - nxt_dof

@@ -81,8 +81,9 @@ def registration_warnings(reg: Registration) -> list[str]:
         out.append(f"RANSAC rejected {len(reg.outliers)} pair(s) as outliers: {', '.join(reg.outliers)}.")
     lof = reg.lack_of_fit
     misfit = lof is not None and lof.rejected
+    model_misfit = misfit and lof.next_fits
     flagged = [nm for nm, f in zip(reg.names, reg.outlier_flags) if f]
-    if flagged and not misfit:  # a misfit makes every pair look far off: it is said below
+    if flagged and not model_misfit:  # a too simple model makes every pair look far off
         out.append(f"Pair(s) {', '.join(flagged)} are far off when left out (beyond the 99.9 % "
                    "bound of the noise model): check them or use robust=True.")
     if misfit:
@@ -108,10 +109,14 @@ def _lack_of_fit_words(model: str, lof) -> str:
     if lof.test == "chi-square":
         text = (f"{model.capitalize()} cannot explain these landmarks: residuals are {lof.ratio:.1f}x the "
                 f"localisation error (chi-square test, p = {lof.p_value:.1g}).")
-        if lof.next_model:
-            text += (f" An {lof.next_model} fit leaves {lof.next_ratio:.1f}x" if lof.next_model[0] in "aeiou"
-                     else f" A {lof.next_model} fit leaves {lof.next_ratio:.1f}x")
-            text += f": try model='{lof.next_model}'."
+        article = "An" if lof.next_model and lof.next_model[0] in "aeiou" else "A"
+        if lof.next_model and lof.next_fits:
+            text += f" {article} {lof.next_model} fit leaves {lof.next_ratio:.1f}x: try model='{lof.next_model}'."
+        else:
+            if lof.next_model:
+                text += f" {article} {lof.next_model} fit leaves {lof.next_ratio:.1f}x too."
+            text += (" Some pairs may be wrong (check the pairs far off when left out, or use "
+                     "robust=True), or the stated localisation error is too small.")
         text += (f" The predicted errors are inflated {lof.ratio:.1f}x to cover the misfit, but a "
                  "misfit is systematic: they may still be too small away from the landmarks.")
         return text
