@@ -32,9 +32,11 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
         ``"rigid-projection"`` for 3-D sources with 2-D targets.
     robust : bool
         Run RANSAC over minimal sets first; pairs it rejects are deactivated in the
-        registration's copy of the landmarks and listed in ``outliers``. The inlier gate is
-        the 99.9 % chi-square bound of the FLE (from the uncertainties or ``fle``, else a
-        least-median-of-squares estimate).
+        registration's copy of the landmarks and listed in ``outliers``. A consensus is
+        kept only if random pairs could not have produced it (a-contrario test, see
+        :mod:`clemlab.registration.robust`); otherwise ``RegistrationError`` says that too
+        many pairs are outliers. The inlier gate is the 99.9 % bound of the FLE (from the
+        uncertainties or ``fle``, else estimated from the consensus' residuals).
     fle : float, optional
         Known fiducial localisation error (RMS over all axes, µm, in the target frame):
         overrides the estimate from residuals/uncertainties for error prediction.
@@ -53,8 +55,9 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
     Raises
     ------
     RegistrationError
-        When the landmarks do not determine the model (too few, degenerate, duplicated), or
-        their dimensionality does not suit it; the message says why and what to do.
+        When the landmarks do not determine the model (too few, degenerate, duplicated),
+        their dimensionality does not suit it, or (``robust=True``) no consensus stands out
+        from chance; the message says why and what to do.
 
     Notes
     -----
@@ -65,7 +68,10 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
     (condition number of the centred source landmarks above ``MAX_CONDITION`` = 100), a scale
     outside ``SCALE_RANGE`` (0.5-2: both frames are in µm, so the scale should be close to 1),
     a stretch (ratio of the linear part's singular values) above ``MAX_STRETCH`` = 1.25, and
-    outliers (left-out error beyond the 99.9 % bound of the noise model).
+    outliers (left-out error beyond the 99.9 % bound of the noise model, see
+    ``Registration.outlier_flags``), and a model too simple for the landmarks (lack-of-fit
+    test at ``LACK_OF_FIT_P`` = 0.001, see ``Registration.lack_of_fit``; the predicted errors
+    are then inflated by the residual ratio when the noise was stated).
     """
     if not isinstance(landmarks, Landmarks):
         raise RegistrationError(

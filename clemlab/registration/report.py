@@ -4,8 +4,9 @@ The warnings name a problem and what to do about it: mirrored data, a degenerate
 (condition number of the centred source landmarks above :data:`MAX_CONDITION`), a scale
 outside :data:`SCALE_RANGE` (both frames are in µm, so the scale should be close to 1), a
 stretch (ratio of the linear part's singular values) above :data:`MAX_STRETCH`, an ambiguous
-3-D-to-2-D projection, RANSAC outliers, pairs far off when left out, exactly determined
-fits, and noise borrowed from an affine fit.
+3-D-to-2-D projection, RANSAC outliers, pairs far off when left out, a model too simple
+for the landmarks (lack of fit), exactly determined fits, and noise borrowed from an affine
+fit.
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ def registration_warnings(reg: Registration) -> list[str]:
         )
     if reg.outliers:
         out.append(f"RANSAC rejected {len(reg.outliers)} pair(s) as outliers: {', '.join(reg.outliers)}.")
+    lof = reg.lack_of_fit
+    misfit = lof is not None and lof.rejected
+    model_misfit = misfit and lof.next_fits
     flagged = [nm for nm, f in zip(reg.names, reg.outlier_flags) if f]
-    if flagged:
+    if flagged and not model_misfit:  # a too simple model makes every pair look far off
         out.append(f"Pair(s) {', '.join(flagged)} are far off when left out (beyond the 99.9 % "
                    "bound of the noise model): check them or use robust=True.")
+    if misfit:
+        out.append(_lack_of_fit_words(reg.model, lof))
     cls, _ = model_class(reg.model)
     lo = cls.required_points(k, **reg.options) if cls in (_tf.Projective, _tf.Polynomial) else 0
     if n == lo:
@@ -96,6 +102,29 @@ def registration_warnings(reg: Registration) -> list[str]:
                    "was estimated from an affine fit's residuals; give per-point uncertainties "
                    "(or fle=) for calibrated error predictions.")
     return out
+
+
+def _lack_of_fit_words(model: str, lof) -> str:
+    """The plain-words warning of a rejected lack-of-fit test."""
+    if lof.test == "chi-square":
+        text = (f"{model.capitalize()} cannot explain these landmarks: residuals are {lof.ratio:.1f}x the "
+                f"localisation error (chi-square test, p = {lof.p_value:.1g}).")
+        article = "An" if lof.next_model and lof.next_model[0] in "aeiou" else "A"
+        if lof.next_model and lof.next_fits:
+            text += f" {article} {lof.next_model} fit leaves {lof.next_ratio:.1f}x: try model='{lof.next_model}'."
+        else:
+            if lof.next_model:
+                text += f" {article} {lof.next_model} fit leaves {lof.next_ratio:.1f}x too."
+            text += (" Some pairs may be wrong (check the pairs far off when left out, or use "
+                     "robust=True), or the stated localisation error is too small.")
+        text += (f" The predicted errors are inflated {lof.ratio:.1f}x to cover the misfit, but a "
+                 "misfit is systematic: they may still be too small away from the landmarks.")
+        return text
+    return (f"{model.capitalize()} cannot explain these landmarks: its residuals are {lof.ratio:.1f}x "
+            f"those of an {lof.next_model} fit, far more than the extra parameters explain (F-test, "
+            f"p = {lof.p_value:.1g}): try model='{lof.next_model}'. The predicted errors of this "
+            "fit assume the model is right and are too small where the misfit is systematic."
+            ).replace("an polynomial", "a polynomial")
 
 
 def _pair_rows(reg: Registration) -> list[tuple]:

@@ -13,6 +13,7 @@ from ..errors import RegistrationError
 from ..image import frame_of, same_frame
 from ..landmarks import Landmarks
 from . import error_prediction, report, serialisation
+from .lack_of_fit import LackOfFit, lack_of_fit
 from .models import _n_params, model_class
 from .noise import OUTLIER_P, estimate_noise, linear_scale, noise_dof
 
@@ -102,6 +103,7 @@ class Registration:
         # computed on first use and kept: one (P, P) matrix, at most n_bootstrap refits
         self._cov_params = None
         self._boot = None
+        self._lack_of_fit: LackOfFit | None | bool = False  # False: not yet tested
 
     # -- noise model ----------------------------------------------------------------------
     @property
@@ -114,6 +116,23 @@ class Registration:
         """Expected FRE from the FLE: ``sqrt((1 - p / (K N)) FLE²)``, µm."""
         n, k = self._dst.shape
         return float(np.sqrt(max(0.0, 1 - self.n_params / (k * n)) * self.fle**2))
+
+    @property
+    def lack_of_fit(self) -> LackOfFit | None:
+        """Lack-of-fit test of the model (:class:`~clemlab.registration.lack_of_fit.LackOfFit`),
+        or None where none applies. When its chi-square test rejects the model (residuals
+        larger than the stated localisation error explains), the predicted errors are
+        inflated by its ``ratio`` and :attr:`warnings` say which model to try."""
+        if self._lack_of_fit is False:
+            self._lack_of_fit = lack_of_fit(self)
+        return self._lack_of_fit
+
+    @property
+    def error_inflation(self) -> float:
+        """Factor by which the predicted errors exceed what the stated noise alone gives
+        (1 unless the lack-of-fit test rejects the model)."""
+        lof = self.lack_of_fit
+        return 1.0 if lof is None else lof.inflation
 
     @property
     def noise_dof(self) -> float:
@@ -157,6 +176,10 @@ class Registration:
         -------
         numpy.ndarray, shape (N, D, D)
         """
+        return self._noise_covariance(points) * self.error_inflation**2
+
+    def _noise_covariance(self, points: Any) -> np.ndarray:
+        """Mapping covariance ``(N, D, D)`` (µm²) from the stated noise alone (no inflation)."""
         q = _tf.as_points(points, self.transform.ndim)
         if not np.all(np.isfinite(self._var)):
             return np.full((len(q), q.shape[1], q.shape[1]), np.nan)
@@ -370,33 +393,55 @@ class Registration:
     def studentised(self) -> np.ndarray:
         """Per-pair left-out error divided by its expected size under the noise model.
 
-        ``t_i = loo_i / sqrt(FLE_i² + TRE_i²)``, with ``TRE_i`` the predicted mapping error
-        at the pair's source point. About 1 for a well-behaved pair (RMS over pairs).
-        Uses the left-out error, not the in-fit residual, which flatters.
+        ``t_i = loo_i / sqrt(K v_i / (1 - h_i))``: ``v_i`` the pair's per-axis noise variance,
+        ``h_i = TRE_i² / (K v_i)`` its leverage (``TRE_i`` the predicted mapping error at its
+        source point, capped at 0.9), so ``K v_i / (1 - h_i)`` is the expected squared error
+        of a refit without the pair at the pair (exact for affine fits). When the noise was
+        estimated from the residuals, ``v_i`` is re-estimated without pair ``i`` (externally
+        studentised: an outlier cannot hide by inflating the estimate it is judged by). About
+        1 for a well-behaved pair (RMS over pairs). Uses the left-out error, not the in-fit
+        residual, which flatters.
         """
-        from scipy.stats import chi2
+        t, _ = self._studentised_and_bound()
+        return t
+
+    def _studentised_and_bound(self) -> tuple[np.ndarray, np.ndarray]:
+        """``t`` ``(N,)`` and the ``OUTLIER_P`` bound of ``t²`` for each pair ``(N,)``."""
+        from scipy.stats import chi2, f
 
         n, k = self._dst.shape
         if n == 0:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0)
         var = self._var
-        if self.fle_source == "residuals" and k * n > self.n_params:
-            # an outlier inflates the residual-based estimate and hides itself: use a robust one
-            robust = np.median(self.residuals**2) / chi2.ppf(0.5, k) * k * n / (k * n - self.n_params)
-            var = np.full(n, min(robust, var[0]))
-        expected = k * var + self.predicted_error(self._src) ** 2 * var / self._var
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.loo_errors / np.sqrt(expected)
+            tre2 = np.trace(self._noise_covariance(self._src), axis1=1, axis2=2)
+            lever = np.minimum(tre2 / (k * var), 0.9)
+            loo2 = self.loo_errors**2
+            bound = np.full(n, chi2.ppf(OUTLIER_P, k) / k)
+            if self.fle_source == "residuals":
+                dof_out = k * n - self.n_params - k  # the refit without the pair
+                if dof_out > 0:
+                    rss_out = np.sum(self.residuals**2) - (1 - lever) * loo2
+                    var = np.maximum(rss_out, 0) / dof_out
+                    bound = np.full(n, f.ppf(OUTLIER_P, k, dof_out))
+                else:
+                    bound = np.full(n, np.inf)
+            elif np.isfinite(self.noise_dof) and self.noise_dof > 0:
+                bound = np.full(n, f.ppf(OUTLIER_P, k, self.noise_dof))
+            return np.sqrt(loo2 * (1 - lever) / (k * var)), bound
 
     @property
     def outlier_flags(self) -> np.ndarray:
-        """True for active pairs whose left-out error exceeds the 99.9 % bound of the noise model."""
-        from scipy.stats import chi2
+        """True for active pairs whose left-out error exceeds the 99.9 % bound of the noise model.
 
-        k = self._dst.shape[1]
-        t = self.studentised()
+        The bound is the ``OUTLIER_P`` quantile of ``t²`` (:meth:`studentised`): chi-square
+        over ``K`` with known noise, ``F(K, dof)`` with noise estimated from ``dof`` residual
+        degrees of freedom. On correctly specified noise it flags about 0.1 % of pairs
+        (``benchmarks/bench_misspecification.py`` measures the rate).
+        """
+        t, bound = self._studentised_and_bound()
         with np.errstate(invalid="ignore"):
-            return np.nan_to_num(t) ** 2 * k > chi2.ppf(OUTLIER_P, k)
+            return np.where(np.isnan(t), 0.0, t) ** 2 > bound
 
     @property
     def warnings(self) -> list[str]:

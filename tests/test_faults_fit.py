@@ -1,0 +1,208 @@
+"""Fault tests of fitting (issue 18, items 2, 6, 7): outliers past RANSAC's breakdown point,
+models too simple for the landmarks, understated noise, false "far off" alarms.
+
+Each case is a distinct bad or unlucky input, fitted through ``cl.register`` and judged
+against the simulated truth: the right answer, or a message naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import clemlab as cl
+from clemlab import Landmarks, RegistrationError, register
+from clemlab import transforms as T
+
+FIELD = 50.0
+
+
+def _similar(rng, shear=0.0):
+    angle, scale = rng.uniform(-np.pi, np.pi), rng.uniform(0.9, 1.1)
+    c, s = np.cos(angle), np.sin(angle)
+    lin = scale * np.array([[c, -s], [s, c]]) @ np.array([[1.0, shear], [0.0, 1.0]])
+    return T.Affine(matrix=np.r_[np.c_[lin, rng.uniform(-20, 20, 2)], [[0, 0, 1]]])
+
+
+def _pairs(seed, n=20, outliers=0, sigma=0.03, shear=0.0):
+    """Pairs of a random affine truth; ``outliers`` targets replaced by random field positions."""
+    rng = np.random.default_rng(seed)
+    truth = _similar(rng, shear)
+    src = rng.uniform(0, FIELD, (n, 2))
+    dst = truth(src) + rng.normal(0, sigma, src.shape)
+    bad = rng.choice(n, outliers, replace=False)
+    lo, hi = truth(np.array([[0, 0], [FIELD, FIELD], [0, FIELD], [FIELD, 0]])).min(0), \
+        truth(np.array([[0, 0], [FIELD, FIELD], [0, FIELD], [FIELD, 0]])).max(0)
+    dst[bad] = rng.uniform(lo, hi, (outliers, 2))
+    return truth, src, dst, sorted(f"P{i + 1}" for i in bad)
+
+
+def _max_error(reg, truth, seed=99):
+    q = np.random.default_rng(seed).uniform(0, FIELD, (100, 2))
+    return float(np.linalg.norm(reg.transform(q) - truth(q), axis=1).max())
+
+
+# -- item 2: RANSAC past 50 % outliers ----------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sixty_percent_outliers_unknown_noise_found_exactly(seed):
+    # least median of squares breaks down at 50 %; the a-contrario consensus does not
+    truth, src, dst, bad = _pairs(seed, outliers=12)
+    reg = register(Landmarks.from_points(src, dst), "affine", robust=True)
+    assert sorted(reg.outliers) == bad and _max_error(reg, truth) < 0.25
+
+
+def test_seventy_percent_outliers_known_noise_found():
+    truth, src, dst, bad = _pairs(3, n=30, outliers=21)
+    reg = register(Landmarks.from_points(src, dst), "affine", robust=True, fle=0.03 * np.sqrt(2))
+    assert sorted(reg.outliers) == bad and _max_error(reg, truth) < 0.25
+
+
+def _refusal(n, m, model="affine"):
+    return (rf"RANSAC found no consensus among the {n} landmark pairs that random pairs could not match "
+            rf"by chance: the best {model} model agrees with \d+ pairs \({m} define it\).*Too many pairs "
+            r"are outliers for robust fitting to tell which are right: add more \(or cleaner\) pairs, "
+            r"deactivate the pairs you doubt, or give the localisation error \(fle=\)")
+
+
+def test_eighty_percent_outliers_refused_not_guessed():
+    _, src, dst, _ = _pairs(4, outliers=16)
+    with pytest.raises(RegistrationError, match=_refusal(20, 3)):
+        register(Landmarks.from_points(src, dst), "affine", robust=True)
+
+
+def test_eighty_percent_outliers_refused_with_known_noise():
+    _, src, dst, _ = _pairs(5, outliers=16)
+    with pytest.raises(RegistrationError, match=_refusal(20, 3)):
+        register(Landmarks.from_points(src, dst), "affine", robust=True, fle=0.04)
+
+
+def test_unrelated_pairs_refused():
+    # every pair wrong (e.g. the two lists in different orders): no transform exists
+    rng = np.random.default_rng(6)
+    src, dst = rng.uniform(0, FIELD, (15, 2)), rng.uniform(0, FIELD, (15, 2))
+    with pytest.raises(RegistrationError, match=_refusal(15, 2, "similarity")):
+        register(Landmarks.from_points(src, dst), "similarity", robust=True)
+
+
+def test_outliers_refusal_over_seeds_never_silent():
+    # at 70-80 % outliers each fit is either right or refused, never wrong without a word
+    for seed in range(20):
+        truth, src, dst, _ = _pairs(100 + seed, outliers=14 + seed % 3)
+        try:
+            reg = register(Landmarks.from_points(src, dst), "affine", robust=True, seed=seed)
+        except RegistrationError as err:
+            assert "no consensus" in str(err)
+            continue
+        assert _max_error(reg, truth) < 0.25 or reg.warnings[1:]
+
+
+# -- item 6: a model too simple for the landmarks ------------------------------------------
+
+def test_similarity_on_sheared_data_known_noise_warns_and_inflates():
+    truth, src, dst, _ = _pairs(7, n=15, shear=0.03)
+    lms = Landmarks.from_points(src, dst, sigma_src=0.03, sigma_dst=0.005)
+    reg = register(lms, "similarity")
+    words = [w for w in reg.warnings if w.startswith("Similarity cannot explain these landmarks: residuals are ")]
+    assert len(words) == 1 and "the localisation error (chi-square test" in words[0]
+    assert re.search(r"An affine fit leaves [01]\.\dx: try model='affine'", words[0])
+    # the predicted error is inflated by the residual ratio the warning states
+    ratio = reg.lack_of_fit.ratio
+    assert f"{ratio:.1f}x" in words[0] and ratio > 3 and reg.error_inflation == ratio
+    assert reg.map_points(src).error == pytest.approx(reg.predicted_error(src))
+    # the far-off flags that the misfit trips are not listed as outliers
+    assert not any("far off" in w for w in reg.warnings)
+    fixed = register(lms, "affine")
+    assert not fixed.lack_of_fit.rejected and fixed.error_inflation == 1.0
+
+
+def test_similarity_on_sheared_data_estimated_noise_warns_by_f_test():
+    _, src, dst, _ = _pairs(8, n=15, shear=0.03)
+    reg = register(Landmarks.from_points(src, dst), "similarity")
+    assert reg.lack_of_fit.test == "F" and reg.lack_of_fit.rejected
+    assert any(w.startswith("Similarity cannot explain these landmarks: its residuals are ")
+               and "those of an affine fit" in w and "try model='affine'" in w for w in reg.warnings)
+    assert "WARNING: Similarity cannot explain" in reg.summary()
+
+
+def test_rigid_on_scaled_data_names_similarity():
+    rng = np.random.default_rng(9)
+    src = rng.uniform(0, FIELD, (12, 2))
+    dst = 1.04 * src + 3.0 + rng.normal(0, 0.02, src.shape)  # 4 % shrinkage
+    reg = register(Landmarks.from_points(src, dst, sigma_dst=0.02), "rigid")
+    assert any("Rigid cannot explain" in w and "try model='similarity'" in w for w in reg.warnings)
+
+
+def test_affine_on_curved_data_names_polynomial():
+    rng = np.random.default_rng(10)
+    src = rng.uniform(0, FIELD, (20, 2))
+    u = (src - 25) / 25
+    dst = src + 0.5 * np.c_[u[:, 0] ** 2, u[:, 0] * u[:, 1]] + rng.normal(0, 0.02, src.shape)
+    reg = register(Landmarks.from_points(src, dst), "affine")
+    assert any("Affine cannot explain" in w and "try model='polynomial2'" in w for w in reg.warnings)
+
+
+def test_understated_noise_is_caught():
+    # the user states 5 nm, the beads scatter 30 nm: the residuals say so
+    truth, src, dst, _ = _pairs(11, n=15)
+    reg = register(Landmarks.from_points(src, dst), "affine", fle=0.005)
+    assert reg.lack_of_fit.rejected and reg.lack_of_fit.ratio > 4
+    assert any("residuals are" in w and "x the localisation error" in w and "fit leaves" in w and "x too. Some "
+               "pairs may be wrong" in w and "or the stated localisation error is too small" in w for w in reg.warnings)
+
+
+def test_one_wrong_pair_with_known_noise_is_not_blamed_on_the_model():
+    _, src, dst, _ = _pairs(14, n=15)
+    dst[5] += [1.2, -0.9]
+    reg = register(Landmarks.from_points(src, dst, sigma_src=0.03, sigma_dst=0.005), "affine")
+    assert any("Some pairs may be wrong" in w for w in reg.warnings)
+    assert not any("try model=" in w for w in reg.warnings)
+    assert any(w.startswith("Pair(s) ") and "P6," in w and "far off when left out" in w for w in reg.warnings)
+
+
+def test_correct_models_do_not_warn():
+    for seed in range(20):
+        _, src, dst, _ = _pairs(200 + seed, n=12)
+        for kw in ({"sigma_src": 0.03}, {}):
+            reg = register(Landmarks.from_points(src, dst, **kw), "affine")
+            assert reg.error_inflation == 1.0
+            assert not any("cannot explain" in w for w in reg.warnings)
+
+
+def test_interpolating_model_has_no_lack_of_fit_test():
+    _, src, dst, _ = _pairs(12, n=10, shear=0.03)
+    reg = register(Landmarks.from_points(src, dst), "tps", n_bootstrap=20)
+    assert reg.lack_of_fit is None and reg.error_inflation == 1.0
+
+
+# -- item 7: the "far off" flag on clean noise ---------------------------------------------
+
+def test_far_off_flag_rate_on_clean_noise_at_most_one_percent():
+    flagged = total = 0
+    for seed in range(100):
+        _, src, dst, _ = _pairs(300 + seed, n=16)
+        reg = register(Landmarks.from_points(src, dst), "affine")
+        flagged += int(reg.outlier_flags.sum())
+        total += len(reg.outlier_flags)
+    assert flagged / total <= 0.01
+
+
+def test_tutorial_beads_not_flagged():
+    # notebook 01's pairs: clean 30 nm / 5 nm noise on an affine truth (P13 and P16 were flagged)
+    sample = cl.synthetic_clem(seed=0)
+    rng = np.random.default_rng(1)
+    beads_lm = sample.fiducials_lm + rng.normal(0, 0.030, sample.fiducials_lm.shape)
+    beads_em = sample.fiducials_em + rng.normal(0, 0.005, sample.fiducials_em.shape)
+    reg = register(Landmarks.from_points(beads_lm, beads_em), "affine")
+    assert not reg.outlier_flags.any() and not any("far off" in w for w in reg.warnings)
+
+
+def test_two_gross_outliers_both_flagged_without_robust():
+    # each outlier is judged by a noise estimate without it, so neither hides behind the other
+    truth, src, dst, _ = _pairs(13, n=20)
+    dst[[3, 11]] += [[2.0, -1.5], [-1.0, 2.5]]
+    reg = register(Landmarks.from_points(src, dst), "affine")
+    assert np.flatnonzero(reg.outlier_flags).tolist() == [3, 11]
+    assert any(w.startswith("Pair(s) P4, P12 are far off when left out") for w in reg.warnings)
