@@ -41,6 +41,16 @@ def _level_image(obj: Any, level: int | None, argname: str, finer_than: float | 
     return img(k)
 
 
+def _single_channel_em(em: xr.DataArray) -> xr.DataArray:
+    """Refuse an EM with a channel axis (an RGB(A) export): EM is one grey level per pixel."""
+    if "c" in em.dims:
+        raise ImageError(
+            f"em has a channel axis 'c' of length {em.sizes['c']} (an RGB or RGBA export?); correlate needs a "
+            "single-channel EM image: take one channel, em.isel(c=0), or the grey level, em.mean('c')"
+        )
+    return em
+
+
 def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int | None = None,
               order: int = 1, chunks: Any = None) -> xr.Dataset:
     """Put EM and LM on one grid: a lazy :class:`xarray.Dataset`.
@@ -76,14 +86,14 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
         raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
     tf = as_transform(transform)
     if frame == "EM":
-        em = check_image(_level_image(em, level, "em"), "em")
+        em = _single_channel_em(check_image(_level_image(em, level, "em"), "em"))
         lm = check_image(_level_image(lm, None, "lm", min(em.clem.pixel_size.values())), "lm")
         fixed, moved = em, warp(lm, tf, like=em, order=order, chunks=chunks)
         data = {"EM": fixed, "LM": moved}
         name = em.attrs.get("frame", "EM")
     else:
         lm = check_image(_level_image(lm, level, "lm"), "lm")
-        em = check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em")
+        em = _single_channel_em(check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em"))
         moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks)
         data = {"EM": moved, "LM": lm}
         name = lm.attrs.get("frame", "LM")

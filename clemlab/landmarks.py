@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write_text, check_writable
+from ._autosave import AutosaveLock
 from .errors import FileFormatError, LandmarkError
 
 __all__ = ["Landmarks", "SCHEMA_VERSION"]
@@ -52,6 +53,10 @@ def _as_bool(value: Any, where: str) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise LandmarkError(f"{where}: 'active' must be true/false, got {value!r}")
+
+
+def _autosave_format(path: str | os.PathLike) -> str:
+    return "CSV" if Path(path).suffix.lower() == ".csv" else "JSON"
 
 
 class Landmarks:
@@ -89,8 +94,13 @@ class Landmarks:
         self._df = self._validated(table, ndim, ndim_dst)
         self.source_frame = str(source_frame)
         self.target_frame = str(target_frame)
-        self._autosave = None if autosave is None else check_writable(autosave)
+        self._autosave = None if autosave is None else check_writable(autosave, fmt=_autosave_format(autosave))
         self._listeners: list = []
+        self._autosave_lock = None if autosave is None else AutosaveLock(autosave)
+        # the file as this table last read or wrote it: the base of a merge with another writer
+        self._autosave_base = self._df.iloc[0:0]
+        if autosave is not None and Path(autosave).is_file() and Path(autosave).stat().st_size:
+            self._autosave_base = self.read(autosave)._df
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
@@ -279,9 +289,28 @@ class Landmarks:
 
     def _changed(self) -> None:
         if self._autosave is not None:
-            self.save(self._autosave)
+            self._autosave_now()
         for cb in list(self._listeners):
             cb(self)
+
+    def _autosave_now(self) -> None:
+        """Write the autosave file under its lock, first merging edits another process made."""
+        import warnings
+
+        from ._autosave import merge_tables, same_table
+
+        p = Path(self._autosave)
+        with self._autosave_lock:
+            if p.is_file() and p.stat().st_size:
+                on_disk = self.read(p)._df
+                if not same_table(on_disk, self._autosave_base):
+                    self._df = self._validated(merge_tables(self._autosave_base, self._df, on_disk),
+                                               self.ndim, self.ndim_dst)
+                    warnings.warn(f"autosave file {p} was changed by another picker or process; its edits "
+                                  f"and this one's are merged ({len(self)} pairs), none is lost",
+                                  UserWarning, stacklevel=4)
+            self._write(p, overwrite=True)
+            self._autosave_base = self._df.copy()
 
     def _next_name(self) -> str:
         taken = set(self.names)
@@ -469,12 +498,24 @@ class Landmarks:
         except LandmarkError as exc:
             raise LandmarkError(f"{where}: {exc}") from None
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically; the format follows the suffix (``.json`` or ``.csv``)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write atomically; the format follows the suffix (``.json`` or ``.csv``).
+
+        An existing ``path`` is replaced only with ``overwrite=True``, and then only when it is
+        a file of the same format (else :class:`~clemlab._atomic.FileExistsRefusedError`, a
+        ``FileExistsError``, naming it).
+        """
         p = Path(path)
+        if self._autosave is not None and p.resolve() == Path(self._autosave).resolve():
+            self._autosave_now()  # this table's own autosave file: under its lock, merged
+            return p
+        return self._write(p, overwrite)
+
+    def _write(self, p: Path, overwrite: bool) -> Path:
         if p.suffix.lower() == ".csv":
-            return atomic_write_text(p, self.to_csv_text())
-        return atomic_write_text(p, json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n")
+            return atomic_write_text(p, self.to_csv_text(), overwrite=overwrite, fmt="CSV")
+        return atomic_write_text(p, json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n",
+                                 overwrite=overwrite, fmt="JSON")
 
     @classmethod
     def read(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
@@ -552,8 +593,9 @@ class Landmarks:
         return cls.from_points(np.array(mov) * to_um_moving, np.array(fix) * to_um_fixed, names=names,
                                active=active, **kwargs)
 
-    def to_bigwarp(self, path: str | os.PathLike) -> Path:
-        """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically."""
+    def to_bigwarp(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically; an
+        existing CSV ``path`` is replaced only with ``overwrite=True``."""
         if self.ndim != self.ndim_dst:
             raise LandmarkError("BigWarp landmark files pair points of one dimensionality; these are 3-D -> 2-D")
         buf = io.StringIO()
@@ -561,7 +603,7 @@ class Landmarks:
         src, dst = self.src(active_only=False), self.dst(active_only=False)
         for name, act, s, t in zip(self.names, self.active, src, dst):
             w.writerow([name, "true" if act else "false"] + [repr(float(v)) for v in (*s, *t)])
-        return atomic_write_text(path, buf.getvalue())
+        return atomic_write_text(path, buf.getvalue(), overwrite=overwrite, fmt="CSV")
 
     @classmethod
     def from_table(cls, table: Any, columns: dict[str, str] | None = None, units: str = "µm",
@@ -658,8 +700,10 @@ class Landmarks:
             src, dst = src[:, :2], dst[:, :2]  # 2-D sets stored with z = 0
         return cls.from_points(src, dst, **kwargs)
 
-    def to_ecclem(self, path: str | os.PathLike, transformation_type: str = "AFFINE") -> Path:
-        """Write the active pairs as an ec-CLEM transformation XML file (µm), atomically."""
+    def to_ecclem(self, path: str | os.PathLike, transformation_type: str = "AFFINE", *,
+                  overwrite: bool = False) -> Path:
+        """Write the active pairs as an ec-CLEM transformation XML file (µm), atomically; an
+        existing XML ``path`` is replaced only with ``overwrite=True``."""
         import xml.etree.ElementTree as ET
 
         root = ET.Element("root")
@@ -672,7 +716,8 @@ class Landmarks:
                 for k, v in enumerate(q):
                     ET.SubElement(pt, "coordinate", dimension=str(k)).text = repr(float(v))
         ET.indent(root)
-        return atomic_write_text(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+        return atomic_write_text(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n",
+                                 overwrite=overwrite, fmt="XML")
 
     @property
     def autosave(self) -> Path | None:

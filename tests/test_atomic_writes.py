@@ -81,6 +81,17 @@ def test_existing_files_are_replaced_only_when_asked(tmp_path):
         read_navigator(cl.write_navigator(_targets(), tmp_path / "n.nav", csv=False)).write(nav)
     assert all(p.read_bytes() == b"mine" for p in (tif, nav, tmp_path / "t.csv"))
 
+    # overwrite=True replaces only a file of the format being written
+    with pytest.raises(FileExistsError, match="is not a TIFF file"):
+        cl.write_ome_tiff(_image(7), tif, overwrite=True)
+    with pytest.raises(FileExistsError, match="is not a SerialEM navigator file"):
+        cl.write_navigator(_targets(), nav, overwrite=True)
+    assert all(p.read_bytes() == b"mine" for p in (tif, nav))
+    tif.unlink()
+    nav.unlink()
+    cl.write_ome_tiff(_image(1), tif)
+    cl.write_navigator(_targets(), nav, csv=False)
+
     os.chmod(tif, 0o640)
     cl.write_ome_tiff(_image(7), tif, overwrite=True)
     assert int(cl.open_image(tif).max()) == 7

@@ -290,7 +290,7 @@ def format_autodoc(doc: Autodoc) -> str:
 def write_autodoc(doc: Autodoc, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``doc`` as autodoc text, atomically; an existing ``path`` is replaced only with
     ``overwrite=True`` (else :class:`FileFormatError`)."""
-    return atomic_write_text(path, format_autodoc(doc), overwrite=overwrite)
+    return atomic_write_text(path, format_autodoc(doc), overwrite=overwrite, fmt="text")
 
 
 # ---------------------------------------------------------------------------------------
@@ -542,7 +542,8 @@ class Navigator:
         fl = flavour or self.flavour
         if fl not in ("text", "xml"):
             raise FileFormatError(f"flavour must be 'text' or 'xml', got {fl!r}")
-        return atomic_write_text(path, self.to_xml() if fl == "xml" else self.to_text(), overwrite=overwrite)
+        return atomic_write_text(path, self.to_xml() if fl == "xml" else self.to_text(), overwrite=overwrite,
+                                 fmt="SerialEM navigator")
 
 
 def _newline(text: str) -> str:
@@ -873,9 +874,9 @@ def write_navigator(targets: Any, path: str | os.PathLike, *, regis: int = 1, co
     csv_path = (Path(path).with_suffix(".csv") if csv is True else Path(csv)) if csv else None
     for p in (path, csv_path):  # both refused before either is written
         if p is not None:
-            check_writable(p, overwrite=overwrite)
+            check_writable(p, overwrite=overwrite, fmt="SerialEM navigator" if p == path else "CSV")
     out = nav.write(path, flavour, overwrite=overwrite)
     if csv_path is not None:
         table = targets.drop(columns=[c for c in ("outline",) if c in targets.columns])
-        atomic_write_text(csv_path, table.to_csv(index=False), overwrite=overwrite)
+        atomic_write_text(csv_path, table.to_csv(index=False), overwrite=overwrite, fmt="CSV")
     return out
