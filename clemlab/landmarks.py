@@ -59,6 +59,26 @@ def _autosave_format(path: str | os.PathLike) -> str:
     return "CSV" if Path(path).suffix.lower() == ".csv" else "JSON"
 
 
+def _read_text(p: Path, what: str) -> str:
+    """The file as text: UTF-8, a leading byte-order mark dropped; else an error naming the line."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        hint = ("it looks like UTF-16: save it as UTF-8 (in Excel: CSV UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                else "save it as UTF-8 (in Excel: CSV UTF-8), or convert it, e.g. iconv -f cp1252 -t utf-8")
+        raise LandmarkError(f"{what} {p}, line {line}: byte {raw[exc.start]:#04x} is not UTF-8 text; {hint}") from None
+
+
+def _number(v: Any, where: str) -> float:
+    """A JSON coordinate: a number (not a bool, not text)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise LandmarkError(f"{where} holds {v!r} ({type(v).__name__}) where a number (µm) belongs; "
+                            "write coordinates as JSON numbers, e.g. [12.5, 3.0]")
+    return float(v)
+
+
 class Landmarks:
     """Pairs of corresponding points in two frames, with autosave.
 
@@ -429,16 +449,26 @@ class Landmarks:
         units = doc.get("units", "µm")
         if units != "µm":
             raise LandmarkError(f"{where} is in {units!r}; clemlab landmarks files are in µm")
-        d = int(doc.get("ndim", 2))
-        d_dst = int(doc.get("ndim_dst", d))
+        d, d_dst = doc.get("ndim", 2), doc.get("ndim_dst", doc.get("ndim", 2))
+        for key, v in (("ndim", d), ("ndim_dst", d_dst)):
+            if isinstance(v, bool) or v not in (2, 3):
+                raise LandmarkError(f"{where}: key {key!r} is {v!r}; it must be the number 2 or 3")
         pairs = doc.get("pairs", [])
         if not isinstance(pairs, list):
             raise LandmarkError(f"{where}: 'pairs' must be a list")
         rows = []
         sigma = any("sigma_src" in p or "sigma_dst" in p for p in pairs if isinstance(p, dict))
         for i, p in enumerate(pairs):
+            if not isinstance(p, dict):
+                raise LandmarkError(f"{where}: pair {i} is {type(p).__name__} {p!r}; each pair is an object "
+                                    '{"name": ..., "src": [x, y], "dst": [x, y]}')
+            for key in ("src", "dst"):
+                if key in p and not isinstance(p[key], list):
+                    raise LandmarkError(f"{where}: pair {i}, key {key!r} is {type(p[key]).__name__} {p[key]!r}; "
+                                        "it must be a list of numbers [x, y] (µm)")
             try:
-                src, dst = list(p["src"]), list(p["dst"])
+                src = [_number(v, f"{where}: pair {i}, key 'src'") for v in p["src"]]
+                dst = [_number(v, f"{where}: pair {i}, key 'dst'") for v in p["dst"]]
                 if len(src) != d or len(dst) != d_dst:
                     raise LandmarkError(f"{where}: pair {i} needs {d} source and {d_dst} target coordinates")
                 row = {"name": p.get("name", f"P{i + 1}"), "active": p.get("active", True)}
@@ -523,10 +553,7 @@ class Landmarks:
         p = Path(path)
         if not p.is_file():
             raise FileFormatError(f"landmarks file {p} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise LandmarkError(f"landmarks file {p} is not UTF-8 text") from None
+        text = _read_text(p, "landmarks file")
         if p.suffix.lower() == ".csv":
             return cls.from_csv_text(text, where=f"landmarks file {p}", **kwargs)
         try:
@@ -555,7 +582,7 @@ class Landmarks:
         p = Path(path)
         if not p.is_file():
             raise FileFormatError(f"BigWarp landmarks file {p} does not exist")
-        rows = [r for r in csv.reader(io.StringIO(p.read_text(encoding="utf-8"))) if any(c.strip() for c in r)]
+        rows = [r for r in csv.reader(io.StringIO(_read_text(p, "BigWarp landmarks file"))) if any(c.strip() for c in r)]
         if not rows:
             raise LandmarkError(f"BigWarp landmarks file {p} is empty")
         widths = {len(r) for r in rows}
@@ -629,7 +656,7 @@ class Landmarks:
             if not p.is_file():
                 raise FileFormatError(f"landmarks table {p} does not exist")
             where = f"landmarks table {p}"
-            table = pd.read_csv(p)
+            table = pd.read_csv(io.StringIO(_read_text(p, "landmarks table")))
         mapping = dict(columns or {})
         unknown = set(mapping) - set(_columns(3, True))
         if unknown:
@@ -684,12 +711,25 @@ class Landmarks:
         for ds in trans[-1].findall("dataset"):
             pts = []
             for pt in ds.findall("point"):
-                coords = sorted(pt.findall("coordinate"), key=lambda c: int(c.get("dimension", 0)))
+                where = f"ec-CLEM file {p}: <dataset type={ds.get('type')!r}>, <point id={pt.get('id')!r}>"
+                try:
+                    coords = sorted(pt.findall("coordinate"), key=lambda c: int(c.get("dimension", 0)))
+                except ValueError:
+                    raise LandmarkError(f"{where} has a <coordinate> whose dimension is not 0, 1 or 2; fix that "
+                                        "attribute") from None
                 try:
                     pts.append([float(c.text) for c in coords])
                 except (TypeError, ValueError):
-                    raise LandmarkError(f"ec-CLEM file {p}: a point has a non-numeric coordinate") from None
-            dim = int(ds.get("dimension", len(pts[0]) if pts else 2))
+                    raise LandmarkError(f"{where} has a non-numeric coordinate "
+                                        f"{[c.text for c in coords]}; coordinates are numbers in µm") from None
+            try:
+                dim = int(ds.get("dimension", len(pts[0]) if pts else 2))
+            except ValueError:
+                raise LandmarkError(f"ec-CLEM file {p}: <dataset type={ds.get('type')!r}> has dimension="
+                                    f"{ds.get('dimension')!r}; it must be 2 or 3") from None
+            if len({len(q) for q in pts}) > 1 or (pts and len(pts[0]) < dim):
+                raise LandmarkError(f"ec-CLEM file {p}: the points of <dataset type={ds.get('type')!r}> need "
+                                    f"{dim} coordinates each; some have {sorted({len(q) for q in pts})}")
             sets[ds.get("type")] = np.array([q[:dim] for q in pts], dtype=float).reshape(-1, dim)
         if "source" not in sets or "target" not in sets:
             raise LandmarkError(f"ec-CLEM file {p} needs a source and a target <dataset>")
