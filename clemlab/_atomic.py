@@ -3,7 +3,9 @@
 A file is written whole under a temporary name in its destination folder, flushed to disk,
 then moved onto its name in one step (``os.replace``, or ``os.link`` where an existing file
 must not be replaced). A reader never sees a half-written file, and a write that fails or is
-interrupted leaves the old file (if any) as it was and no temporary file behind.
+interrupted leaves the old file (if any) as it was and no temporary file behind. A writer
+killed outright (SIGKILL) cannot clean up: its temporary, named with its process id, is
+removed by the next write to the same path.
 
 Permissions. The result has the permissions a plain ``open(path, "w")`` would give it:
 
@@ -78,11 +80,44 @@ def _folder(p: Path) -> Path:
     return p.parent if str(p.parent) else Path(".")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only (POSIX)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(p: Path) -> None:
+    """Delete temporaries of ``p`` left by writers that were killed (SIGKILL, power loss): their
+    names carry the writer's process id, and that process no longer exists. POSIX only (on
+    Windows, signal 0 is not an existence check)."""
+    if os.name != "posix":
+        return
+    prefix = f".{p.name}."
+    try:
+        names = os.listdir(_folder(p))
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(os.path.join(_folder(p), name))
+            except OSError:
+                pass
+
+
 def _create_temp(p: Path, suffix: str) -> str:
-    """Create an empty, closed file beside ``p`` with mode 0o666 less the umask; its path."""
+    """Create an empty, closed file beside ``p`` with mode 0o666 less the umask; its path.
+    The name carries this process's id (see :func:`_remove_stale_temporaries`)."""
     folder = _folder(p)
     for _ in range(100):
-        tmp = os.path.join(folder, f".{p.name}.{secrets.token_hex(6)}{suffix}")
+        tmp = os.path.join(folder, f".{p.name}.{os.getpid()}-{secrets.token_hex(6)}{suffix}")
         try:
             fd = os.open(tmp, _CREATE_FLAGS, 0o666)
         except FileExistsError:
@@ -211,6 +246,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
     """
     check_writable(path, overwrite=overwrite, fmt=fmt)
     p = _destination(path)
+    _remove_stale_temporaries(p)
     tmp = _create_temp(p, ".tmp")
     try:
         write(tmp)

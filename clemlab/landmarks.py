@@ -117,10 +117,9 @@ class Landmarks:
         self._autosave = None if autosave is None else check_writable(autosave, fmt=_autosave_format(autosave))
         self._listeners: list = []
         self._autosave_lock = None if autosave is None else AutosaveLock(autosave)
-        # the file as this table last read or wrote it: the base of a merge with another writer
-        self._autosave_base = self._df.iloc[0:0]
-        if autosave is not None and Path(autosave).is_file() and Path(autosave).stat().st_size:
-            self._autosave_base = self.read(autosave)._df
+        # the base of a merge with the file: this table's edits are those made since then, and
+        # whatever else the file holds (another picker's clicks, an older session) is kept
+        self._autosave_base = self._df.copy()
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod

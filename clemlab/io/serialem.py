@@ -278,7 +278,7 @@ def _check_items_complete(text: str, items: list[NavItem], where: str) -> None:
 
     for i, item in enumerate(items):
         sec = item.section
-        if not ("StageXYZ" in sec or "NumPts" in sec or item.type in (0, 1, 2)):
+        if "Type" in sec and item.type not in (0, 1, 2) and "StageXYZ" not in sec and "NumPts" not in sec:
             continue  # an item kind without points (unknown to clemlab) is kept as it is
         missing = [k for k in ("NumPts", "PtsX", "PtsY") if k not in sec]
         if missing:
