@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -97,8 +98,9 @@ class AutosaveLock:
     Parameters
     ----------
     path : path-like
-        The autosave file. The lock files sit beside it, hidden (``.NAME.save.lock``,
-        ``.NAME.session.lock``), and go when released.
+        The autosave file. The lock files sit beside it, hidden: ``.NAME.session.lock`` goes
+        when the table is released; ``.NAME.save.lock`` stays (removing a lock file that others
+        may be waiting on would let two writers in at once).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -108,6 +110,8 @@ class AutosaveLock:
         try:
             self._session.acquire()
             self.shared = False
+            # at garbage collection or interpreter exit: the session lock file goes with the lock
+            self._finalizer = weakref.finalize(self, _end_session, self._session)
         except Timeout:
             self.shared = True
             warnings.warn(
@@ -133,5 +137,16 @@ class AutosaveLock:
 
     def close(self) -> None:
         """Release the session lock (also done when the object is garbage-collected)."""
-        if self._session.is_locked:
-            self._session.release()
+        _end_session(self._session)
+
+
+def _end_session(lock: FileLock) -> None:
+    """Remove the session lock file, then release it. Removing it first is safe: the session
+    lock is only ever tried without waiting, so at worst a picker opening the file at that
+    instant is told about a writer that is just leaving."""
+    if lock.is_locked:
+        try:
+            os.unlink(lock.lock_file)
+        except OSError:
+            pass
+        lock.release()
