@@ -3,7 +3,9 @@
 A file is written whole under a temporary name in its destination folder, flushed to disk,
 then moved onto its name in one step (``os.replace``, or ``os.link`` where an existing file
 must not be replaced). A reader never sees a half-written file, and a write that fails or is
-interrupted leaves the old file (if any) as it was and no temporary file behind.
+interrupted leaves the old file (if any) as it was and no temporary file behind. A writer
+killed outright (SIGKILL) cannot clean up: its temporary, named with its process id, is
+removed by the next write to the same path.
 
 Permissions. The result has the permissions a plain ``open(path, "w")`` would give it:
 
@@ -30,7 +32,40 @@ from pathlib import Path
 
 from .errors import FileFormatError
 
-__all__ = ["atomic_write", "atomic_write_text", "check_writable"]
+__all__ = ["FileExistsRefusedError", "atomic_write", "atomic_write_text", "check_writable", "FORMATS"]
+
+
+class FileExistsRefusedError(FileFormatError, FileExistsError):
+    """A writer was asked to replace an existing file without ``overwrite=True``, or to
+    replace a file of another format."""
+
+
+def _strip_text_start(head: bytes) -> bytes:
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+
+
+def _is_text(head: bytes) -> bool:
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut by the sniffed length is still text
+        return exc.start >= len(head) - 3
+    return True
+
+
+#: What each writer's format looks like in its first bytes: ``overwrite=True`` replaces only a
+#: file that already looks like the format being written (an empty file always may be replaced).
+FORMATS = {
+    "TIFF": lambda h: h[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"),
+    "PNG": lambda h: h.startswith(b"\x89PNG\r\n\x1a\n"),
+    "JSON": lambda h: _is_text(h) and _strip_text_start(h)[:1] in (b"{", b"["),
+    "XML": lambda h: _is_text(h) and _strip_text_start(h)[:1] == b"<",
+    "CSV": _is_text,
+    "text": _is_text,
+    "SerialEM navigator": lambda h: _is_text(h) and (_strip_text_start(h)[:11].lower() == b"adocversion"
+                                                    or _strip_text_start(h)[:1] == b"<"),
+}
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -45,11 +80,44 @@ def _folder(p: Path) -> Path:
     return p.parent if str(p.parent) else Path(".")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only (POSIX)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(p: Path) -> None:
+    """Delete temporaries of ``p`` left by writers that were killed (SIGKILL, power loss): their
+    names carry the writer's process id, and that process no longer exists. POSIX only (on
+    Windows, signal 0 is not an existence check)."""
+    if os.name != "posix":
+        return
+    prefix = f".{p.name}."
+    try:
+        names = os.listdir(_folder(p))
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(os.path.join(_folder(p), name))
+            except OSError:
+                pass
+
+
 def _create_temp(p: Path, suffix: str) -> str:
-    """Create an empty, closed file beside ``p`` with mode 0o666 less the umask; its path."""
+    """Create an empty, closed file beside ``p`` with mode 0o666 less the umask; its path.
+    The name carries this process's id (see :func:`_remove_stale_temporaries`)."""
     folder = _folder(p)
     for _ in range(100):
-        tmp = os.path.join(folder, f".{p.name}.{secrets.token_hex(6)}{suffix}")
+        tmp = os.path.join(folder, f".{p.name}.{os.getpid()}-{secrets.token_hex(6)}{suffix}")
         try:
             fd = os.open(tmp, _CREATE_FLAGS, 0o666)
         except FileExistsError:
@@ -59,11 +127,25 @@ def _create_temp(p: Path, suffix: str) -> str:
     raise FileFormatError(f"cannot write {p}: no free temporary name in {folder}")  # pragma: no cover
 
 
-def _exists_error(p: Path) -> FileFormatError:
-    return FileFormatError(f"{p} exists; pass overwrite=True to replace it, or choose another path")
+def _exists_error(p: Path) -> FileExistsRefusedError:
+    return FileExistsRefusedError(f"{p} exists; pass overwrite=True to replace it (--overwrite on the "
+                                  "command line), or choose another path")
 
 
-def check_writable(path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+def _check_same_format(p: Path, fmt: str | None) -> None:
+    """Refuse to replace an existing non-empty file that does not look like ``fmt``."""
+    if fmt is None or not p.is_file():
+        return
+    with open(p, "rb") as fh:
+        head = fh.read(512)
+    if head and not FORMATS[fmt](head):
+        raise FileExistsRefusedError(
+            f"{p} exists and is not a {fmt} file; overwrite=True replaces only a file of the format being "
+            "written, so this one is kept: choose another path, or move it away first"
+        )
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool = True, fmt: str | None = None) -> Path:
     """Check that ``path`` can be written; return ``Path(path)``.
 
     Parameters
@@ -72,12 +154,16 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = True) -> Path:
         The file to be written.
     overwrite : bool
         If False, an existing ``path`` is refused.
+    fmt : str, optional
+        A key of :data:`FORMATS`: an existing non-empty ``path`` that does not look like it is
+        refused even with ``overwrite=True``.
 
     Raises
     ------
     FileFormatError
         Naming the problem and the fix: the folder is missing or not writable, ``path`` is a
-        folder, or it exists and ``overwrite`` is False. Callers check at set-up time, so a
+        folder, or it exists and ``overwrite`` is False (then a :class:`FileExistsRefusedError`,
+        also a ``FileExistsError``), or it is a file of another format. Callers check at set-up time, so a
         long computation is not lost to a path that cannot be written.
     """
     p = _destination(path)
@@ -88,6 +174,7 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = True) -> Path:
         raise FileFormatError(f"cannot write {p}: it is a folder; give a file name")
     if not overwrite and os.path.lexists(p):
         raise _exists_error(p)
+    _check_same_format(p, fmt)
     try:
         probe = _create_temp(p, ".check")
     except OSError as exc:
@@ -128,7 +215,8 @@ def _publish(tmp: str, p: Path, overwrite: bool) -> None:
         os.unlink(tmp)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = True,
+                 fmt: str | None = None) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it onto ``path`` atomically.
 
     Parameters
@@ -142,6 +230,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
         If False, an existing ``path`` is refused before ``write`` is called, and the final
         step never replaces a file that appeared meanwhile. Public writers pass the user's
         choice, which defaults to False there.
+    fmt : str, optional
+        The format written, a key of :data:`FORMATS` (see :func:`check_writable`).
 
     Returns
     -------
@@ -154,8 +244,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
         See :func:`check_writable`; whatever ``write`` raises passes through, with the
         temporary file removed and the old file untouched.
     """
-    check_writable(path, overwrite=overwrite)
+    check_writable(path, overwrite=overwrite, fmt=fmt)
     p = _destination(path)
+    _remove_stale_temporaries(p)
     tmp = _create_temp(p, ".tmp")
     try:
         write(tmp)
@@ -168,11 +259,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True,
+                      fmt: str | None = "text") -> Path:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically; see :func:`atomic_write`."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
 
-    return atomic_write(path, write, overwrite=overwrite)
+    return atomic_write(path, write, overwrite=overwrite, fmt=fmt)

@@ -28,7 +28,12 @@ import numpy as np
 __all__ = ["main", "run_demo"]
 
 
-def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = True) -> dict:
+#: The files ``clemlab demo`` writes into its output folder.
+DEMO_FILES = ("overlay.png", "transform.json", "landmarks.json", "correlated.ome.tif")
+
+
+def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = True, *,
+             overwrite: bool = False) -> dict:
     """Run the demo; returns the figures it printed (errors in nm) and the files written.
 
     Parameters
@@ -37,6 +42,8 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
         Output folder (created if needed).
     seed : int
         Seed of the synthetic sample and of the localisation noise.
+    overwrite : bool
+        Replace demo files already in ``out``; without it they are refused before any work.
 
     Returns
     -------
@@ -57,6 +64,10 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
     say = print if verbose else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    formats = {"overlay.png": "PNG", "transform.json": "JSON", "landmarks.json": "JSON",
+               "correlated.ome.tif": "TIFF"}
+    for name in DEMO_FILES:  # refused now, not after the work is done
+        _atomic.check_writable(out / name, overwrite=overwrite, fmt=formats[name])
 
     sample = synthetic_clem(seed=seed)
     # automatic path: detect beads in both images, match them, register on the matches
@@ -102,13 +113,15 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
     fig = plot_overlay(corr, points=sample.fiducials_em, ax=ax,
                        title=f"LM on EM (affine, {len(landmarks)} beads)")
     png = out / "overlay.png"
-    _atomic.atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    _atomic.atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"),
+                         overwrite=overwrite, fmt="PNG")
     files.append(png)
     files.append(_atomic.atomic_write_text(out / "transform.json",
-                                           json.dumps(reg.transform.to_dict(), indent=1) + "\n"))
-    files.append(landmarks.save(out / "landmarks.json"))
+                                           json.dumps(reg.transform.to_dict(), indent=1) + "\n",
+                                           overwrite=overwrite, fmt="JSON"))
+    files.append(landmarks.save(out / "landmarks.json", overwrite=overwrite))
     tif = out / "correlated.ome.tif"
-    write_ome_tiff(stack_channels(corr, dtype=np.uint16), tif)
+    write_ome_tiff(stack_channels(corr, dtype=np.uint16), tif, overwrite=overwrite)
     files.append(tif)
     figures["files"] = [str(f) for f in files]
     figures["seconds"] = time.perf_counter() - t0
@@ -122,10 +135,14 @@ def _cmd_register(args) -> int:
     from .landmarks import Landmarks
     from .registration import register
 
+    if args.out:
+        from ._atomic import check_writable
+
+        check_writable(args.out, overwrite=args.overwrite, fmt="JSON")  # before the fit
     reg = register(Landmarks.read(args.landmarks), model=args.model)
     print(reg.summary())
     if args.out:
-        print(f"wrote {reg.save(args.out)}")
+        print(f"wrote {reg.save(args.out, overwrite=args.overwrite)}")
     return 0
 
 
@@ -169,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the whole workflow on the bundled synthetic sample")
     demo.add_argument("--out", default="clemlab_demo", help="output folder (default: clemlab_demo)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
+    demo.add_argument("--overwrite", action="store_true", help="replace demo files already in the folder")
     reg = sub.add_parser("register", help="fit a transform to a landmarks file (.json or .csv)")
     reg.add_argument("landmarks")
     reg.add_argument("--model", default="affine")
     reg.add_argument("--out", help="write the registration as JSON here")
+    reg.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ngff = sub.add_parser("ngff-transform", help="map points between coordinate systems of an OME-Zarr 0.6 store")
     ngff.add_argument("path", help="OME-Zarr group (path or URL)")
     ngff.add_argument("source", help="source coordinate system name")
@@ -183,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "demo":
-            run_demo(args.out, seed=args.seed)
+            run_demo(args.out, seed=args.seed, overwrite=args.overwrite)
             return 0
         if args.command == "ngff-transform":
             return _cmd_ngff_transform(args)

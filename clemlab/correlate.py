@@ -68,6 +68,16 @@ def _check_pair(em: xr.DataArray, lm: xr.DataArray, tf: Any) -> None:
     )
 
 
+def _single_channel_em(em: xr.DataArray) -> xr.DataArray:
+    """Refuse an EM with a channel axis (an RGB(A) export): EM is one grey level per pixel."""
+    if "c" in em.dims:
+        raise ImageError(
+            f"em has a channel axis 'c' of length {em.sizes['c']} (an RGB or RGBA export?); correlate needs a "
+            "single-channel EM image: take one channel, em.isel(c=0), or the grey level, em.mean('c')"
+        )
+    return em
+
+
 def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int | None = None,
               order: int = 1, chunks: Any = None, check_frames: bool = True) -> xr.Dataset:
     """Put EM and LM on one grid: a lazy :class:`xarray.Dataset`.
@@ -113,7 +123,7 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
         raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
     tf = as_transform(transform)
     if frame == "EM":
-        em = check_image(_level_image(em, level, "em"), "em")
+        em = _single_channel_em(check_image(_level_image(em, level, "em"), "em"))
         lm = check_image(_level_image(lm, None, "lm", min(em.clem.pixel_size.values())), "lm")
         if check_frames:
             _check_pair(em, lm, tf)
@@ -122,7 +132,7 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
         name = em.attrs.get("frame", "EM")
     else:
         lm = check_image(_level_image(lm, level, "lm"), "lm")
-        em = check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em")
+        em = _single_channel_em(check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em"))
         if check_frames:
             _check_pair(em, lm, tf)
         moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks, check_frames=False)

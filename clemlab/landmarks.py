@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write_text, check_writable
+from ._autosave import AutosaveLock
 from .errors import FileFormatError, LandmarkError
 
 __all__ = ["Landmarks", "SCHEMA_VERSION"]
@@ -52,6 +53,30 @@ def _as_bool(value: Any, where: str) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise LandmarkError(f"{where}: 'active' must be true/false, got {value!r}")
+
+
+def _autosave_format(path: str | os.PathLike) -> str:
+    return "CSV" if Path(path).suffix.lower() == ".csv" else "JSON"
+
+
+def _read_text(p: Path, what: str) -> str:
+    """The file as text: UTF-8, a leading byte-order mark dropped; else an error naming the line."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        hint = ("it looks like UTF-16: save it as UTF-8 (in Excel: CSV UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                else "save it as UTF-8 (in Excel: CSV UTF-8), or convert it, e.g. iconv -f cp1252 -t utf-8")
+        raise LandmarkError(f"{what} {p}, line {line}: byte {raw[exc.start]:#04x} is not UTF-8 text; {hint}") from None
+
+
+def _number(v: Any, where: str) -> float:
+    """A JSON coordinate: a number (not a bool, not text)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise LandmarkError(f"{where} holds {v!r} ({type(v).__name__}) where a number (µm) belongs; "
+                            "write coordinates as JSON numbers, e.g. [12.5, 3.0]")
+    return float(v)
 
 
 class Landmarks:
@@ -89,8 +114,12 @@ class Landmarks:
         self._df = self._validated(table, ndim, ndim_dst)
         self.source_frame = str(source_frame)
         self.target_frame = str(target_frame)
-        self._autosave = None if autosave is None else check_writable(autosave)
+        self._autosave = None if autosave is None else check_writable(autosave, fmt=_autosave_format(autosave))
         self._listeners: list = []
+        self._autosave_lock = None if autosave is None else AutosaveLock(autosave)
+        # the base of a merge with the file: this table's edits are those made since then, and
+        # whatever else the file holds (another picker's clicks, an older session) is kept
+        self._autosave_base = self._df.copy()
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
@@ -279,9 +308,28 @@ class Landmarks:
 
     def _changed(self) -> None:
         if self._autosave is not None:
-            self.save(self._autosave)
+            self._autosave_now()
         for cb in list(self._listeners):
             cb(self)
+
+    def _autosave_now(self) -> None:
+        """Write the autosave file under its lock, first merging edits another process made."""
+        import warnings
+
+        from ._autosave import merge_tables, same_table
+
+        p = Path(self._autosave)
+        with self._autosave_lock:
+            if p.is_file() and p.stat().st_size:
+                on_disk = self.read(p)._df
+                if not same_table(on_disk, self._autosave_base):
+                    self._df = self._validated(merge_tables(self._autosave_base, self._df, on_disk),
+                                               self.ndim, self.ndim_dst)
+                    warnings.warn(f"autosave file {p} was changed by another picker or process; its edits "
+                                  f"and this one's are merged ({len(self)} pairs), none is lost",
+                                  UserWarning, stacklevel=4)
+            self._write(p, overwrite=True)
+            self._autosave_base = self._df.copy()
 
     def _next_name(self) -> str:
         taken = set(self.names)
@@ -400,16 +448,26 @@ class Landmarks:
         units = doc.get("units", "µm")
         if units != "µm":
             raise LandmarkError(f"{where} is in {units!r}; clemlab landmarks files are in µm")
-        d = int(doc.get("ndim", 2))
-        d_dst = int(doc.get("ndim_dst", d))
+        d, d_dst = doc.get("ndim", 2), doc.get("ndim_dst", doc.get("ndim", 2))
+        for key, v in (("ndim", d), ("ndim_dst", d_dst)):
+            if isinstance(v, bool) or v not in (2, 3):
+                raise LandmarkError(f"{where}: key {key!r} is {v!r}; it must be the number 2 or 3")
         pairs = doc.get("pairs", [])
         if not isinstance(pairs, list):
             raise LandmarkError(f"{where}: 'pairs' must be a list")
         rows = []
         sigma = any("sigma_src" in p or "sigma_dst" in p for p in pairs if isinstance(p, dict))
         for i, p in enumerate(pairs):
+            if not isinstance(p, dict):
+                raise LandmarkError(f"{where}: pair {i} is {type(p).__name__} {p!r}; each pair is an object "
+                                    '{"name": ..., "src": [x, y], "dst": [x, y]}')
+            for key in ("src", "dst"):
+                if key in p and not isinstance(p[key], list):
+                    raise LandmarkError(f"{where}: pair {i}, key {key!r} is {type(p[key]).__name__} {p[key]!r}; "
+                                        "it must be a list of numbers [x, y] (µm)")
             try:
-                src, dst = list(p["src"]), list(p["dst"])
+                src = [_number(v, f"{where}: pair {i}, key 'src'") for v in p["src"]]
+                dst = [_number(v, f"{where}: pair {i}, key 'dst'") for v in p["dst"]]
                 if len(src) != d or len(dst) != d_dst:
                     raise LandmarkError(f"{where}: pair {i} needs {d} source and {d_dst} target coordinates")
                 row = {"name": p.get("name", f"P{i + 1}"), "active": p.get("active", True)}
@@ -469,12 +527,24 @@ class Landmarks:
         except LandmarkError as exc:
             raise LandmarkError(f"{where}: {exc}") from None
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically; the format follows the suffix (``.json`` or ``.csv``)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write atomically; the format follows the suffix (``.json`` or ``.csv``).
+
+        An existing ``path`` is replaced only with ``overwrite=True``, and then only when it is
+        a file of the same format (else :class:`~clemlab._atomic.FileExistsRefusedError`, a
+        ``FileExistsError``, naming it).
+        """
         p = Path(path)
+        if self._autosave is not None and p.resolve() == Path(self._autosave).resolve():
+            self._autosave_now()  # this table's own autosave file: under its lock, merged
+            return p
+        return self._write(p, overwrite)
+
+    def _write(self, p: Path, overwrite: bool) -> Path:
         if p.suffix.lower() == ".csv":
-            return atomic_write_text(p, self.to_csv_text())
-        return atomic_write_text(p, json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n")
+            return atomic_write_text(p, self.to_csv_text(), overwrite=overwrite, fmt="CSV")
+        return atomic_write_text(p, json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n",
+                                 overwrite=overwrite, fmt="JSON")
 
     @classmethod
     def read(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
@@ -482,10 +552,7 @@ class Landmarks:
         p = Path(path)
         if not p.is_file():
             raise FileFormatError(f"landmarks file {p} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise LandmarkError(f"landmarks file {p} is not UTF-8 text") from None
+        text = _read_text(p, "landmarks file")
         if p.suffix.lower() == ".csv":
             return cls.from_csv_text(text, where=f"landmarks file {p}", **kwargs)
         try:
@@ -514,7 +581,7 @@ class Landmarks:
         p = Path(path)
         if not p.is_file():
             raise FileFormatError(f"BigWarp landmarks file {p} does not exist")
-        rows = [r for r in csv.reader(io.StringIO(p.read_text(encoding="utf-8"))) if any(c.strip() for c in r)]
+        rows = [r for r in csv.reader(io.StringIO(_read_text(p, "BigWarp landmarks file"))) if any(c.strip() for c in r)]
         if not rows:
             raise LandmarkError(f"BigWarp landmarks file {p} is empty")
         widths = {len(r) for r in rows}
@@ -552,8 +619,9 @@ class Landmarks:
         return cls.from_points(np.array(mov) * to_um_moving, np.array(fix) * to_um_fixed, names=names,
                                active=active, **kwargs)
 
-    def to_bigwarp(self, path: str | os.PathLike) -> Path:
-        """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically."""
+    def to_bigwarp(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically; an
+        existing CSV ``path`` is replaced only with ``overwrite=True``."""
         if self.ndim != self.ndim_dst:
             raise LandmarkError("BigWarp landmark files pair points of one dimensionality; these are 3-D -> 2-D")
         buf = io.StringIO()
@@ -561,7 +629,7 @@ class Landmarks:
         src, dst = self.src(active_only=False), self.dst(active_only=False)
         for name, act, s, t in zip(self.names, self.active, src, dst):
             w.writerow([name, "true" if act else "false"] + [repr(float(v)) for v in (*s, *t)])
-        return atomic_write_text(path, buf.getvalue())
+        return atomic_write_text(path, buf.getvalue(), overwrite=overwrite, fmt="CSV")
 
     @classmethod
     def from_table(cls, table: Any, columns: dict[str, str] | None = None, units: str = "µm",
@@ -587,7 +655,7 @@ class Landmarks:
             if not p.is_file():
                 raise FileFormatError(f"landmarks table {p} does not exist")
             where = f"landmarks table {p}"
-            table = pd.read_csv(p)
+            table = pd.read_csv(io.StringIO(_read_text(p, "landmarks table")))
         mapping = dict(columns or {})
         unknown = set(mapping) - set(_columns(3, True))
         if unknown:
@@ -642,12 +710,25 @@ class Landmarks:
         for ds in trans[-1].findall("dataset"):
             pts = []
             for pt in ds.findall("point"):
-                coords = sorted(pt.findall("coordinate"), key=lambda c: int(c.get("dimension", 0)))
+                where = f"ec-CLEM file {p}: <dataset type={ds.get('type')!r}>, <point id={pt.get('id')!r}>"
+                try:
+                    coords = sorted(pt.findall("coordinate"), key=lambda c: int(c.get("dimension", 0)))
+                except ValueError:
+                    raise LandmarkError(f"{where} has a <coordinate> whose dimension is not 0, 1 or 2; fix that "
+                                        "attribute") from None
                 try:
                     pts.append([float(c.text) for c in coords])
                 except (TypeError, ValueError):
-                    raise LandmarkError(f"ec-CLEM file {p}: a point has a non-numeric coordinate") from None
-            dim = int(ds.get("dimension", len(pts[0]) if pts else 2))
+                    raise LandmarkError(f"{where} has a non-numeric coordinate "
+                                        f"{[c.text for c in coords]}; coordinates are numbers in µm") from None
+            try:
+                dim = int(ds.get("dimension", len(pts[0]) if pts else 2))
+            except ValueError:
+                raise LandmarkError(f"ec-CLEM file {p}: <dataset type={ds.get('type')!r}> has dimension="
+                                    f"{ds.get('dimension')!r}; it must be 2 or 3") from None
+            if len({len(q) for q in pts}) > 1 or (pts and len(pts[0]) < dim):
+                raise LandmarkError(f"ec-CLEM file {p}: the points of <dataset type={ds.get('type')!r}> need "
+                                    f"{dim} coordinates each; some have {sorted({len(q) for q in pts})}")
             sets[ds.get("type")] = np.array([q[:dim] for q in pts], dtype=float).reshape(-1, dim)
         if "source" not in sets or "target" not in sets:
             raise LandmarkError(f"ec-CLEM file {p} needs a source and a target <dataset>")
@@ -658,8 +739,10 @@ class Landmarks:
             src, dst = src[:, :2], dst[:, :2]  # 2-D sets stored with z = 0
         return cls.from_points(src, dst, **kwargs)
 
-    def to_ecclem(self, path: str | os.PathLike, transformation_type: str = "AFFINE") -> Path:
-        """Write the active pairs as an ec-CLEM transformation XML file (µm), atomically."""
+    def to_ecclem(self, path: str | os.PathLike, transformation_type: str = "AFFINE", *,
+                  overwrite: bool = False) -> Path:
+        """Write the active pairs as an ec-CLEM transformation XML file (µm), atomically; an
+        existing XML ``path`` is replaced only with ``overwrite=True``."""
         import xml.etree.ElementTree as ET
 
         root = ET.Element("root")
@@ -672,7 +755,8 @@ class Landmarks:
                 for k, v in enumerate(q):
                     ET.SubElement(pt, "coordinate", dimension=str(k)).text = repr(float(v))
         ET.indent(root)
-        return atomic_write_text(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+        return atomic_write_text(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n",
+                                 overwrite=overwrite, fmt="XML")
 
     @property
     def autosave(self) -> Path | None:

@@ -36,6 +36,8 @@ src = rng.uniform(0, 50, (8, 2))
 lms = cl.Landmarks.from_points(src, src * 1.1 + 2)
 files.append(lms.save(os.path.join(out, "l.json")))
 files.append(lms.save(os.path.join(out, "l.csv")))
+files.append(lms.to_bigwarp(os.path.join(out, "bw.csv")))
+files.append(lms.to_ecclem(os.path.join(out, "e.xml")))
 files.append(cl.register(lms, model="affine").save(os.path.join(out, "r.json")))
 targets = pd.DataFrame({"name": ["a", "b"], "x": [1.0, 2.0], "y": [3.0, 4.0]})
 files.append(cl.write_navigator(targets, os.path.join(out, "t.nav")))
@@ -53,7 +55,8 @@ def test_new_files_get_the_umask_mode(tmp_path, umask):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     modes = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(modes) == {"a.ome.tif", "l.json", "l.csv", "r.json", "t.nav", "t.csv", "u.nav", "v.adoc"}
+    assert set(modes) == {"a.ome.tif", "l.json", "l.csv", "bw.csv", "e.xml", "r.json", "t.nav", "t.csv", "u.nav",
+                          "v.adoc"}
     assert modes == {name: 0o666 & ~umask for name in modes}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(modes)  # no temporary files left
 
@@ -80,6 +83,17 @@ def test_existing_files_are_replaced_only_when_asked(tmp_path):
     with pytest.raises(FileFormatError, match="exists; pass overwrite=True"):
         read_navigator(cl.write_navigator(_targets(), tmp_path / "n.nav", csv=False)).write(nav)
     assert all(p.read_bytes() == b"mine" for p in (tif, nav, tmp_path / "t.csv"))
+
+    # overwrite=True replaces only a file of the format being written
+    with pytest.raises(FileExistsError, match="is not a TIFF file"):
+        cl.write_ome_tiff(_image(7), tif, overwrite=True)
+    with pytest.raises(FileExistsError, match="is not a SerialEM navigator file"):
+        cl.write_navigator(_targets(), nav, overwrite=True)
+    assert all(p.read_bytes() == b"mine" for p in (tif, nav))
+    tif.unlink()
+    nav.unlink()
+    cl.write_ome_tiff(_image(1), tif)
+    cl.write_navigator(_targets(), nav, csv=False)
 
     os.chmod(tif, 0o640)
     cl.write_ome_tiff(_image(7), tif, overwrite=True)

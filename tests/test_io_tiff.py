@@ -295,6 +295,9 @@ def test_ome_written_atomically(tmp_path):
     with pytest.raises(FileFormatError, match="exists; pass overwrite=True"):
         write_ome_tiff(img, p)
     assert p.read_bytes() == b"old"
+    with pytest.raises(FileExistsError, match="is not a TIFF file"):  # only a TIFF is replaced
+        write_ome_tiff(img, p, overwrite=True)
+    tifffile.imwrite(p, np.zeros((2, 2), np.uint8))
     write_ome_tiff(img, p, overwrite=True)
     assert [q.name for q in tmp_path.iterdir()] == ["a.ome.tif"]  # no temp file left
     assert open_image(p).shape == (4, 4)

@@ -227,7 +227,9 @@ def finish(
     ``pixel_size=`` is given and the file stores its origin in pixels, that origin is
     rescaled with the new pixel size; a physical origin from the file is kept as is.
     """
-    from ..errors import MissingPixelSizeError
+    import numpy as np
+
+    from ..errors import ImageError, MissingPixelSizeError
     from ..image import as_image, as_number, spread_per_dim, unit_to_um
 
     where = f"file {fmt_path(path)}"
@@ -237,6 +239,11 @@ def finish(
 
     if pixel_size is not None:
         given = spread_per_dim(pixel_size, sdims, "pixel_size=", where)
+        for d, v in given.items():
+            if isinstance(v, (bool, np.bool_)):  # True would otherwise pass as 1 µm
+                raise ImageError(f"pixel_size= must be a positive, finite number, got {v!r} for {d!r} ({where}); "
+                                 "a bool is not a size: pass the physical size of one pixel, e.g. pixel_size=0.1 "
+                                 "with units='µm'")
         sizes = {d: as_number(v, "pixel_size=", True, where) * factor for d, v in given.items()}
         for d in sdims:
             if d not in sizes and d in raw.pixel_size:

@@ -257,7 +257,50 @@ def _read_text(path: str | os.PathLike, what: str) -> tuple[Path, str]:
         raise FileFormatError(f"cannot read {what} {fmt_path(p)}: {exc.strerror}") from None
     if b"\x00" in raw[:4096]:
         raise FileFormatError(f"{fmt_path(p)} is a binary file, not a SerialEM {what} (text)")
-    return p, raw.decode("utf-8", errors="replace")
+    try:
+        return p, raw.decode("utf-8-sig")  # a byte-order mark is not part of the text
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise FileFormatError(
+            f"{fmt_path(p)}, line {line}: byte {raw[exc.start]:#04x} is not UTF-8 text (a note typed in another "
+            f"encoding, such as Windows-1252?); re-save the {what} as UTF-8, e.g. "
+            "iconv -f cp1252 -t utf-8 old.nav > new.nav"
+        ) from None
+
+
+def _check_items_complete(text: str, items: list[NavItem], where: str) -> None:
+    """Refuse a text navigator cut short: SerialEM ends the file with a line break and writes
+    ``NumPts``, ``PtsX`` and ``PtsY`` (NumPts values each) in every item with a stage position
+    (points, polygons, maps)."""
+
+    def last_complete(i: int) -> str:
+        return f"the last complete item is {items[i - 1].label!r}" if i else "no item is complete"
+
+    for i, item in enumerate(items):
+        sec = item.section
+        if "Type" in sec and item.type not in (0, 1, 2) and "StageXYZ" not in sec and "NumPts" not in sec:
+            continue  # an item kind without points (unknown to clemlab) is kept as it is
+        missing = [k for k in ("NumPts", "PtsX", "PtsY") if k not in sec]
+        if missing:
+            raise FileFormatError(
+                f"{where} is truncated or damaged: item {item.label!r} (item {i + 1} of {len(items)}) lacks "
+                f"{missing}; {last_complete(i)}. Copy the navigator again from the microscope PC"
+            )
+        n = sec.numbers("NumPts")
+        n = int(np.ravel(n)[0]) if n is not None and np.size(n) else -1
+        counts = [np.size(sec.numbers(k)) for k in ("PtsX", "PtsY")]
+        if counts != [n, n]:
+            raise FileFormatError(
+                f"{where} is truncated or damaged: item {item.label!r} (item {i + 1} of {len(items)}) has "
+                f"NumPts = {n} but {counts[0]} PtsX and {counts[1]} PtsY values; {last_complete(i)}. "
+                "Copy the navigator again from the microscope PC"
+            )
+    if items and text and not text.endswith(("\n", "\r")):
+        raise FileFormatError(
+            f"{where} does not end with a line break, as SerialEM ends every navigator: it is probably "
+            f"truncated inside item {items[-1].label!r}; {last_complete(len(items) - 1)}. Copy it again "
+            "(or, if it is complete, add a line break at its end)"
+        )
 
 
 def read_autodoc(path: str | os.PathLike) -> Autodoc:
@@ -290,7 +333,7 @@ def format_autodoc(doc: Autodoc) -> str:
 def write_autodoc(doc: Autodoc, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``doc`` as autodoc text, atomically; an existing ``path`` is replaced only with
     ``overwrite=True`` (else :class:`FileFormatError`)."""
-    return atomic_write_text(path, format_autodoc(doc), overwrite=overwrite)
+    return atomic_write_text(path, format_autodoc(doc), overwrite=overwrite, fmt="text")
 
 
 # ---------------------------------------------------------------------------------------
@@ -542,7 +585,8 @@ class Navigator:
         fl = flavour or self.flavour
         if fl not in ("text", "xml"):
             raise FileFormatError(f"flavour must be 'text' or 'xml', got {fl!r}")
-        return atomic_write_text(path, self.to_xml() if fl == "xml" else self.to_text(), overwrite=overwrite)
+        return atomic_write_text(path, self.to_xml() if fl == "xml" else self.to_text(), overwrite=overwrite,
+                                 fmt="SerialEM navigator")
 
 
 def _newline(text: str) -> str:
@@ -609,6 +653,7 @@ def read_navigator(path: str | os.PathLike) -> Navigator:
                               "is it an .mdoc/.idoc? read it with read_autodoc()")
     if "AdocVersion" not in doc.header and not items:
         raise FileFormatError(f"{where} has no AdocVersion and no [Item = ...]: not a SerialEM navigator")
+    _check_items_complete(text, items, where)
     return Navigator(doc.header, items, "text", _newline(text))
 
 
@@ -873,9 +918,9 @@ def write_navigator(targets: Any, path: str | os.PathLike, *, regis: int = 1, co
     csv_path = (Path(path).with_suffix(".csv") if csv is True else Path(csv)) if csv else None
     for p in (path, csv_path):  # both refused before either is written
         if p is not None:
-            check_writable(p, overwrite=overwrite)
+            check_writable(p, overwrite=overwrite, fmt="SerialEM navigator" if p == path else "CSV")
     out = nav.write(path, flavour, overwrite=overwrite)
     if csv_path is not None:
         table = targets.drop(columns=[c for c in ("outline",) if c in targets.columns])
-        atomic_write_text(csv_path, table.to_csv(index=False), overwrite=overwrite)
+        atomic_write_text(csv_path, table.to_csv(index=False), overwrite=overwrite, fmt="CSV")
     return out

@@ -670,8 +670,57 @@ def _calibrate(tf: Any, path: Path, series: int, page: Any, shape_yx: tuple[int,
 # ---------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------
-def _lazy_level(path: Path, series: int, level: int, chunks: Any) -> Any:
+def _check_layout(page: Any, file_size: int, where: str, index: int) -> None:
+    """Refuse a page whose header the file cannot back: a strip/tile count that does not match
+    the announced dimensions, strips/tiles past the end of the file, or too few bytes for
+    uncompressed pixels. Such a header opens in tifffile and fails (or reads zeros) later."""
+    if page is None or not hasattr(page, "dataoffsets"):
+        return
+    need = int(np.prod(page.chunked)) if getattr(page, "chunked", None) else len(page.dataoffsets)
+    offsets, counts = page.dataoffsets, page.databytecounts
+    if len(offsets) != need:
+        raise FileFormatError(
+            f"{where}: page {index} announces {'x'.join(map(str, page.shape))} pixels, which need {need} "
+            f"strips/tiles, but the file lists {len(offsets)}: the header is corrupt (absurd dimensions?); "
+            "re-export the image"
+        )
+    ends = [o + c for o, c in zip(offsets, counts) if c]
+    if ends and max(ends) > file_size:
+        raise FileFormatError(
+            f"{where} is truncated or corrupt: page {index} has pixel data up to byte {max(ends)} but the file has "
+            f"{file_size} bytes; copy the file again"
+        )
+    if int(getattr(page, "compression", 1)) == 1 and sum(counts) < page.nbytes:
+        raise FileFormatError(
+            f"{where}: page {index} announces {page.nbytes} bytes of uncompressed pixels but holds "
+            f"{sum(counts)}: the header is corrupt (absurd dimensions?) or the file is truncated"
+        )
+
+
+def _guarded_read(z: Any, where: str) -> Any:
+    """A dask array over the zarr view ``z`` of a TIFF whose blocks, when one cannot be decoded,
+    raise :class:`FileFormatError` naming the file and the block (a TIFF tile or strip of a
+    page) instead of the codec's own error deep inside the dask graph."""
     import dask.array as da
+
+    def read(block_info=None):
+        info = block_info[None]
+        box = tuple(slice(a, b) for a, b in info["array-location"])
+        try:
+            return np.asarray(z[box])
+        except Exception as exc:
+            ranges = ", ".join(f"{a}:{b}" for a, b in info["array-location"])
+            raise FileFormatError(
+                f"{where}: the pixels [{ranges}] (block {tuple(info['chunk-location'])} of a "
+                f"{'x'.join(map(str, z.shape))} image, one TIFF page tile/strip) cannot be read, the file is "
+                f"damaged there ({type(exc).__name__}: {exc}); copy the file again or re-export it"
+            ) from None
+
+    chunks = da.core.normalize_chunks(z.chunks, z.shape)
+    return da.map_blocks(read, chunks=chunks, dtype=z.dtype, meta=np.empty((0,) * len(z.shape), z.dtype))
+
+
+def _lazy_level(path: Path, series: int, level: int, chunks: Any) -> Any:
     import tifffile
     import zarr
 
@@ -679,7 +728,7 @@ def _lazy_level(path: Path, series: int, level: int, chunks: Any) -> Any:
     z = zarr.open(store, mode="r")
     if not hasattr(z, "shape"):  # a group of levels
         z = z[str(level)]
-    arr = da.from_zarr(z)
+    arr = _guarded_read(z, fmt_path(path))
     if chunks is not None:
         arr = arr.rechunk(chunks)
     return arr
@@ -725,6 +774,10 @@ def read_tiff(path: str | os.PathLike, *, lazy: bool | None = None, chunks: Any 
         page = s.pages[0] if s.pages else tf.pages[0]
         if page is None:
             page = tf.pages[0]
+        size = path.stat().st_size
+        _check_layout(page, size, where, 0)
+        if len(s.pages) > 1:  # a truncated file loses its last page first
+            _check_layout(s.pages[-1], size, where, len(s.pages) - 1)
         rgb = int(getattr(page, "photometric", 0)) == int(tifffile.PHOTOMETRIC.RGB)
         axes, shape = s.axes, tuple(s.shape)
         if "Y" not in axes or "X" not in axes:

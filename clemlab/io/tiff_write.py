@@ -73,7 +73,7 @@ def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | No
     out = Path(os.fspath(path))
     img = check_image(image, "image")
     where = fmt_path(out)
-    check_writable(out, overwrite=overwrite)
+    check_writable(out, overwrite=overwrite, fmt="TIFF")
     dims = tuple(img.dims)
     sdims = tuple(d for d in dims if d != "c")
     sizes = {d: float(img.coords[d].attrs.get("pixel_size") or img.clem._step(d)) for d in sdims}
@@ -155,7 +155,7 @@ def write_ome_tiff(image: Any, path: str | os.PathLike, *, compression: str | No
             else:
                 tw.write(np.asarray(data, dtype=store_dtype), **kw)
 
-    return atomic_write(out, write, overwrite=overwrite)
+    return atomic_write(out, write, overwrite=overwrite, fmt="TIFF")
 
 
 def _tiles(planes: Any, tile: tuple[int, int]) -> Any:

@@ -469,9 +469,10 @@ class Registration:
         """Rebuild from :meth:`to_dict` output (exactly: same transform, landmarks, errors)."""
         return serialisation.registration_from_dict(cls, doc, where)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the registration as JSON, atomically."""
-        return serialisation.save_registration(self, path)
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the registration as JSON, atomically; an existing JSON ``path`` is replaced
+        only with ``overwrite=True``."""
+        return serialisation.save_registration(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Registration:

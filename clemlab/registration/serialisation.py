@@ -72,9 +72,11 @@ def registration_from_dict(cls: type[Registration], doc: dict[str, Any],
                seed=doc.get("seed", 0), outliers=doc.get("outliers"))
 
 
-def save_registration(reg: Registration, path: str | os.PathLike) -> Path:
-    """Write ``reg`` as JSON to ``path``, atomically; returns the path."""
-    return atomic_write_text(path, json.dumps(registration_to_dict(reg), indent=1, ensure_ascii=False) + "\n")
+def save_registration(reg: Registration, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``reg`` as JSON to ``path``, atomically; returns the path. An existing JSON file
+    is replaced only with ``overwrite=True`` (a file of another format never is)."""
+    return atomic_write_text(path, json.dumps(registration_to_dict(reg), indent=1, ensure_ascii=False) + "\n",
+                             overwrite=overwrite, fmt="JSON")
 
 
 def load_registration(cls: type[Registration], path: str | os.PathLike) -> Registration:
