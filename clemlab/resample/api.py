@@ -151,6 +151,8 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
             raise ImageError("warp(..., grid=...) needs the transform (there is no target image to name the frame)")
         tf = as_transform(transform)
         like = _grid_image(grid, tf)
+    if hasattr(transform, "landmarks") and hasattr(transform.landmarks, "check_units"):
+        transform.landmarks.check_units(image, like, "warp with a registration")
     if tf.ndim != image.clem.ndim or tf.ndim != like.clem.ndim:
         raise ImageError(
             f"a {tf.ndim}-D transform cannot map a {image.clem.ndim}-D image onto a "
