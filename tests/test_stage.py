@@ -166,3 +166,20 @@ def test_missing_stage_position_and_bad_flip_are_refused_in_words():
                     attrs={"stage_position": {"x": 4.0, "y": 1.0, "units": "mm"}})
     with pytest.warns(UserWarning, match="no overlap"):
         np.testing.assert_allclose(cl.stage_placement(c, b).translation, [3900.0, 900.0])
+
+
+def test_real_serialem_map_places_an_lm_field_at_its_stage_position(shared_data):
+    """A SerialEM map (MapScaleMat, rotation and all) as the fixed image: the LM field centre
+    lands where the map's pixel -> stage transform puts the LM stage position."""
+    import dask.array as da
+
+    item = cl.read_navigator(shared_data("pyem-serialem-nav/sort.nav"))["12-A"]
+    h, w = item.map_shape
+    em = cl.as_image(da.zeros((h, w), np.uint8), pixel_size=0.01, frame="EM")
+    em_to_stage = cl.stage_transform(em, item.pixel_to_stage())
+    lm = cl.as_image(np.zeros((50, 50), np.float32), pixel_size=0.1, frame="LM", attrs={"stage_position": {
+        "x": float(item.stage_xyz[0]), "y": float(item.stage_xyz[1]), "units": "µm"}})
+    t = cl.stage_placement(lm, em, fixed_to_stage=em_to_stage)
+    lm_centre = np.array([[2.45, 2.45]])
+    em_centre = np.array([[(w - 1) / 2 * 0.01, (h - 1) / 2 * 0.01]])  # the map centre sits at StageXYZ
+    np.testing.assert_allclose(t(lm_centre), em_centre, atol=1e-6)
