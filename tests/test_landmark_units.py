@@ -120,7 +120,8 @@ def test_landmarks_in_nm_read_as_um_warn_where_they_meet_images():
     with pytest.warns(UserWarning, match="warp with a registration: the EM landmarks"):
         clemlab.warp(s.lm, reg, like=s.em)
     small = Landmarks.from_points(s.fiducials_lm * 1e-3, s.fiducials_em)  # LM side in mm
-    said = small.check_units(s.lm, s.em)
+    with pytest.warns(UserWarning, match="LM landmarks spread over"):
+        said = small.check_units(s.lm, s.em)
     assert len(said) == 1 and "LM landmarks" in said[0] and "units_moving='mm'" in said[0]
 
 
