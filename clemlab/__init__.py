@@ -38,6 +38,7 @@ _EXPORTS = {
     "targets_from_spots": "targets",
     "map_targets": "targets",
     "stage_transform": "targets",
+    "stage_placement": "stage",
     "plot_targets": "targets",
     "open_montage": "mosaic",
     "mosaic_from_tiles": "mosaic",
@@ -102,7 +103,7 @@ from . import image as _image  # noqa: E402,F401
 from .correlate import correlate, stack_channels  # noqa: E402,F401
 
 _SUBMODULES = {"datasets", "errors", "fiducials", "image", "imagereg", "io", "landmarks", "mosaic", "registration",
-               "resample", "targets", "transforms", "viz", "widgets"}
+               "resample", "stage", "targets", "transforms", "viz", "widgets"}
 
 
 def __getattr__(name: str):

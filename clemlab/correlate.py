@@ -122,6 +122,9 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
     if frame not in ("EM", "LM"):
         raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
     tf = as_transform(transform)
+    if hasattr(transform, "landmarks") and hasattr(transform.landmarks, "check_units"):
+        transform.landmarks.check_units(_level_image(lm, None, "lm"), _level_image(em, None, "em"),
+                                        "correlate with a registration")
     if frame == "EM":
         em = _single_channel_em(check_image(_level_image(em, level, "em"), "em"))
         lm = check_image(_level_image(lm, None, "lm", min(em.clem.pixel_size.values())), "lm")

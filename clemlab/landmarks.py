@@ -7,6 +7,12 @@ Columns (µm, points in ``(x, y[, z])`` order)::
 ``sigma_src``/``sigma_dst`` are optional per-point localisation uncertainties (1-sigma, µm,
 per axis). The table reads and writes its own versioned JSON and plain CSV; every edit can be
 autosaved atomically so that no click is ever lost.
+
+Units: a table always holds µm. Files that do not say their unit (BigWarp CSV, other CSV
+tables, ec-CLEM XML) are read with ``units_moving=`` / ``units_fixed=`` (the source and the
+target side), converted to µm at the door; :attr:`Landmarks.units_read` remembers what each
+side was read in. Where landmarks meet images, :func:`check_units` warns when their spread
+is far from the images' extent (the sign of a unit mix-up, e.g. nm read as µm).
 """
 
 from __future__ import annotations
@@ -26,12 +32,16 @@ from ._atomic import atomic_write_text, check_writable
 from ._autosave import AutosaveLock
 from .errors import FileFormatError, LandmarkError
 
-__all__ = ["Landmarks", "SCHEMA_VERSION"]
+__all__ = ["Landmarks", "SCHEMA_VERSION", "check_units"]
 
 #: Version of the JSON schema this clemlab writes; files with a larger number are refused.
 SCHEMA_VERSION = 1
 _FORMAT = "clemlab.landmarks"
 _AXES = ("x", "y", "z")
+#: A landmark spread this many times the image extent (or this many times smaller) is taken
+#: as a sign of a unit mix-up: clicks lie within their image, and a set of landmarks spans
+#: at least a few per cent of it to determine any fit.
+UNIT_MISMATCH_RATIO = 30.0
 
 
 def _columns(ndim: int, sigma: bool, ndim_dst: int | None = None) -> list[str]:
@@ -79,6 +89,77 @@ def _number(v: Any, where: str) -> float:
     return float(v)
 
 
+def _unit_factors(units_moving: str, units_fixed: str, where: str) -> tuple[dict, dict]:
+    """``({"src": factor, "dst": factor}, {"src": unit, "dst": unit})`` to µm; errors name ``where``."""
+    from .errors import UnitError
+    from .image import normalize_unit, unit_to_um
+
+    try:
+        units = {"src": normalize_unit(units_moving), "dst": normalize_unit(units_fixed)}
+    except UnitError as exc:
+        raise LandmarkError(f"{where}: {exc}") from None
+    return {k: unit_to_um(u) for k, u in units.items()}, units
+
+
+def _spread(points: np.ndarray) -> float:
+    """Largest extent of ``(N, D)`` points along x or y, µm."""
+    return float(np.max(np.ptp(points[:, :2], axis=0))) if len(points) >= 2 else 0.0
+
+
+def check_units(landmarks: Landmarks, moving: Any = None, fixed: Any = None, where: str = "") -> list[str]:
+    """Warn when the landmarks' spread does not fit the images they are used with.
+
+    A unit mix-up (nm read as µm, pixels as µm) makes the landmark spread about 1000x (or
+    1/1000) the image extent. Each side is compared with its image: a spread more than
+    :data:`UNIT_MISMATCH_RATIO` times the image's larger extent, or that many times smaller
+    than its smaller extent, warns naming the likely unit and the fix.
+
+    Parameters
+    ----------
+    landmarks : Landmarks
+        Active pairs are compared (µm).
+    moving, fixed : xarray.DataArray, optional
+        The source (e.g. LM) and target (e.g. EM) images, coords in µm.
+    where : str
+        What the landmarks are used for, named in the warning.
+
+    Returns
+    -------
+    list of str
+        The warnings issued (empty when the units look right).
+    """
+    import warnings
+
+    said = []
+    for side, img, opt in (("src", moving, "units_moving"), ("dst", fixed, "units_fixed")):
+        if img is None or not hasattr(img, "clem"):
+            continue
+        pts = landmarks.src() if side == "src" else landmarks.dst()
+        spread = _spread(pts)
+        if spread <= 0:
+            continue
+        sizes = [hi - lo for d, (lo, hi) in img.clem.extent.items() if d in ("x", "y")]
+        if not sizes:
+            continue
+        frame = landmarks.source_frame if side == "src" else landmarks.target_frame
+        ratio_big, ratio_small = spread / max(sizes), min(sizes) / spread
+        if ratio_big > UNIT_MISMATCH_RATIO:
+            cause = (f"the {frame} landmarks are likely in nm (or pixels) read as µm: read the file "
+                     f"with {opt}='nm' (or convert pixels to µm)")
+            ratio = f"{ratio_big:.0f}x the {frame} image extent ({max(sizes):.4g} µm)"
+        elif ratio_small > UNIT_MISMATCH_RATIO:
+            cause = (f"the {frame} landmarks are likely in mm read as µm, or the image's pixel size is "
+                     f"in the wrong unit: read the file with {opt}='mm', or check the pixel size")
+            ratio = f"1/{ratio_small:.0f} of the {frame} image extent ({min(sizes):.4g} µm)"
+        else:
+            continue
+        msg = (f"{where + ': ' if where else ''}the {frame} landmarks spread over {spread:.4g} µm, "
+               f"{ratio}: {cause}")
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        said.append(msg)
+    return said
+
+
 class Landmarks:
     """Pairs of corresponding points in two frames, with autosave.
 
@@ -120,6 +201,8 @@ class Landmarks:
         # the base of a merge with the file: this table's edits are those made since then, and
         # whatever else the file holds (another picker's clicks, an older session) is kept
         self._autosave_base = self._df.copy()
+        #: Unit each side was read in before conversion to µm, ``{"src": ..., "dst": ...}``.
+        self.units_read = {"src": "µm", "dst": "µm"}
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
@@ -277,8 +360,10 @@ class Landmarks:
 
     def copy(self, autosave: str | os.PathLike | None = None) -> Landmarks:
         """An independent copy (autosave off unless a new path is given)."""
-        return Landmarks(self._df, ndim=self.ndim, ndim_dst=self.ndim_dst, source_frame=self.source_frame,
-                         target_frame=self.target_frame, autosave=autosave)
+        out = Landmarks(self._df, ndim=self.ndim, ndim_dst=self.ndim_dst, source_frame=self.source_frame,
+                        target_frame=self.target_frame, autosave=autosave)
+        out.units_read = dict(self.units_read)
+        return out
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Landmarks):
@@ -292,13 +377,21 @@ class Landmarks:
 
     __hash__ = None  # mutable
 
+    @property
+    def units_text(self) -> str:
+        """The unit of the table, and what each side was read in when that differs."""
+        u = self.units_read
+        if u["src"] == "µm" and u["dst"] == "µm":
+            return "µm"
+        return f"µm (read as {self.source_frame} {u['src']}, {self.target_frame} {u['dst']})"
+
     def __repr__(self) -> str:
         return (f"Landmarks({len(self)} pairs, {int(self.active.sum())} active, {self._dims_text}, "
-                f"{self.source_frame} -> {self.target_frame})\n{self._df.to_string(index=False)}")
+                f"{self.source_frame} -> {self.target_frame}, {self.units_text})\n{self._df.to_string(index=False)}")
 
     def _repr_html_(self) -> str:
         head = (f"<b>Landmarks</b>: {len(self)} pairs ({int(self.active.sum())} active), "
-                f"{self._dims_text}, {self.source_frame} &rarr; {self.target_frame}, µm")
+                f"{self._dims_text}, {self.source_frame} &rarr; {self.target_frame}, {self.units_text}")
         return head + self._df.to_html(index=False, float_format=lambda v: f"{v:.4f}")
 
     # -- edits (each autosaves) -----------------------------------------------------------
@@ -403,6 +496,7 @@ class Landmarks:
         """Take over the content of ``other`` (one edit: used for undo/redo)."""
         self._df = other._df.copy()
         self.source_frame, self.target_frame = other.source_frame, other.target_frame
+        self.units_read = dict(other.units_read)
         self._changed()
 
     # -- persistence ----------------------------------------------------------------------
@@ -426,6 +520,7 @@ class Landmarks:
             "ndim": self.ndim,
             "ndim_dst": self.ndim_dst,
             "units": "µm",
+            "units_read": dict(self.units_read),
             "axes": list(_AXES[: self.ndim]),
             "source_frame": self.source_frame,
             "target_frame": self.target_frame,
@@ -485,9 +580,13 @@ class Landmarks:
         kwargs.setdefault("source_frame", doc.get("source_frame", "LM"))
         kwargs.setdefault("target_frame", doc.get("target_frame", "EM"))
         try:
-            return cls(table, ndim=d, ndim_dst=d_dst, **kwargs)
+            out = cls(table, ndim=d, ndim_dst=d_dst, **kwargs)
         except LandmarkError as exc:
             raise LandmarkError(f"{where}: {exc}") from None
+        read = doc.get("units_read")
+        if isinstance(read, dict) and isinstance(read.get("src"), str) and isinstance(read.get("dst"), str):
+            out.units_read = {"src": read["src"], "dst": read["dst"]}
+        return out
 
     def to_csv_text(self) -> str:
         """CSV with a header row; floats written with ``repr`` so reading back is exact."""
@@ -609,15 +708,18 @@ class Landmarks:
                           UserWarning, stacklevel=2)
         if not names:
             raise LandmarkError(f"BigWarp landmarks file {p} holds no complete pair")
-        from .errors import UnitError
-        from .image import unit_to_um
+        return cls._from_points_in(np.array(mov), np.array(fix), units_moving, units_fixed,
+                                   f"BigWarp landmarks file {p}", names=names, active=active, **kwargs)
 
-        try:
-            to_um_moving, to_um_fixed = unit_to_um(units_moving), unit_to_um(units_fixed)
-        except UnitError as exc:
-            raise LandmarkError(f"BigWarp landmarks file {p}: {exc}") from None
-        return cls.from_points(np.array(mov) * to_um_moving, np.array(fix) * to_um_fixed, names=names,
-                               active=active, **kwargs)
+    @classmethod
+    def _from_points_in(cls, src: Any, dst: Any, units_moving: str, units_fixed: str, where: str,
+                        **kwargs) -> Landmarks:
+        """:meth:`from_points` of points given in ``units_moving`` / ``units_fixed``, in µm."""
+        factors, units = _unit_factors(units_moving, units_fixed, where)
+        out = cls.from_points(np.asarray(src, float) * factors["src"], np.asarray(dst, float) * factors["dst"],
+                              **kwargs)
+        out.units_read = units
+        return out
 
     def to_bigwarp(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write a BigWarp landmarks CSV (source = moving, target = fixed), atomically; an
@@ -632,7 +734,26 @@ class Landmarks:
         return atomic_write_text(path, buf.getvalue(), overwrite=overwrite, fmt="CSV")
 
     @classmethod
-    def from_table(cls, table: Any, columns: dict[str, str] | None = None, units: str = "µm",
+    def from_csv(cls, path: str | os.PathLike, *, units_moving: str = "µm", units_fixed: str = "µm",
+                 columns: dict[str, str] | None = None, **kwargs) -> Landmarks:
+        """Read a CSV table with a header row (clemlab's columns, or mapped by ``columns``).
+
+        Parameters
+        ----------
+        path : path-like
+            The CSV file; columns ``x_src, y_src[, z_src], x_dst, y_dst[, z_dst]`` (and
+            optionally ``name``, ``active``), or others named through ``columns``.
+        units_moving, units_fixed : str
+            Unit of the source (moving, e.g. LM) and target (fixed, e.g. EM) coordinates in
+            the file (``"µm"``, ``"nm"``, ``"mm"``, ...); both are converted to µm.
+        columns : dict, optional
+            ``{clemlab column: file column}``, as for :meth:`from_table`.
+        """
+        return cls.from_table(path, columns, units_moving=units_moving, units_fixed=units_fixed, **kwargs)
+
+    @classmethod
+    def from_table(cls, table: Any, columns: dict[str, str] | None = None, units: str = "µm", *,
+                   units_moving: str | None = None, units_fixed: str | None = None,
                    **kwargs) -> Landmarks:
         """Landmarks from any table (DataFrame or CSV path) with a column mapping.
 
@@ -646,9 +767,9 @@ class Landmarks:
             own names. ``name`` and ``active`` are optional.
         units : str
             Unit of the coordinates in the table (converted to µm).
+        units_moving, units_fixed : str, optional
+            Unit of the source / target columns when they differ (default ``units``).
         """
-        from .image import unit_to_um
-
         where = "landmarks table"
         if not isinstance(table, pd.DataFrame):
             p = Path(table)
@@ -669,30 +790,34 @@ class Landmarks:
                 f"{where} lacks the columns for {need} (looked for {[col(c) for c in need]}); "
                 f"it has {list(table.columns)}: pass columns={{'x_src': ..., ...}}"
             )
-        factor = unit_to_um(units)
+        factors, units_read = _unit_factors(units_moving or units, units_fixed or units, where)
         out = pd.DataFrame({
             "name": table[col("name")].astype(str) if col("name") in table.columns else [f"P{i + 1}" for i in range(len(table))],
             "active": table[col("active")] if col("active") in table.columns else True,
         })
         for c in _columns(d, False)[2:]:
             try:
-                out[c] = pd.to_numeric(table[col(c)], errors="raise") * factor
+                out[c] = pd.to_numeric(table[col(c)], errors="raise") * factors[c.rsplit("_", 1)[1]]
             except (ValueError, TypeError):
                 raise LandmarkError(f"{where}: column {col(c)!r} holds text where numbers belong") from None
         try:
-            return cls(out, ndim=d, **kwargs)
+            lms = cls(out, ndim=d, **kwargs)
         except LandmarkError as exc:
             raise LandmarkError(f"{where}: {exc}") from None
+        lms.units_read = units_read
+        return lms
 
     @classmethod
-    def from_ecclem(cls, path: str | os.PathLike, **kwargs) -> Landmarks:
+    def from_ecclem(cls, path: str | os.PathLike, *, units_moving: str = "µm", units_fixed: str = "µm",
+                    **kwargs) -> Landmarks:
         """Read the fiducial points of an ec-CLEM transformation XML file.
 
         The format follows ec-CLEM's own writer (Icy plugin, ``XmlTransformationWriter``):
         ``<transformation>`` elements, each with ``<dataset type="source"|"target" n dimension
         pointType>`` holding ``<point id><coordinate dimension="0|1|2">`` values in µm (ec-CLEM
         converts them to pixels by dividing by the pixel size). The last transformation in the
-        file is read; points pair by order.
+        file is read; points pair by order. Files written in another unit are read with
+        ``units_moving`` (the source dataset) / ``units_fixed`` (the target), converted to µm.
         """
         import xml.etree.ElementTree as ET
 
@@ -737,7 +862,7 @@ class Landmarks:
             raise LandmarkError(f"ec-CLEM file {p}: {len(src)} source but {len(dst)} target points")
         if src.shape[1] == 3 and dst.shape[1] == 3 and np.all(src[:, 2] == 0) and np.all(dst[:, 2] == 0):
             src, dst = src[:, :2], dst[:, :2]  # 2-D sets stored with z = 0
-        return cls.from_points(src, dst, **kwargs)
+        return cls._from_points_in(src, dst, units_moving, units_fixed, f"ec-CLEM file {p}", **kwargs)
 
     def to_ecclem(self, path: str | os.PathLike, transformation_type: str = "AFFINE", *,
                   overwrite: bool = False) -> Path:
@@ -757,6 +882,10 @@ class Landmarks:
         ET.indent(root)
         return atomic_write_text(path, ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n",
                                  overwrite=overwrite, fmt="XML")
+
+    def check_units(self, moving: Any = None, fixed: Any = None, where: str = "") -> list[str]:
+        """Warn when the spread does not fit the images (a unit mix-up); see :func:`check_units`."""
+        return check_units(self, moving, fixed, where)
 
     @property
     def autosave(self) -> Path | None:

@@ -222,6 +222,8 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     from ..registration import register
 
     t0 = time.perf_counter()
+    if isinstance(initial, Landmarks):
+        initial.check_units(moving, fixed, "register_images(initial=...)")
     mv_full, fx_full = plane_of(moving, channel), plane_of(fixed, fixed_channel)
     inv = _default_invert(moving, fixed) if invert is None else bool(invert)
     field_size = min(_field_size(fx_full), _field_size(mv_full))

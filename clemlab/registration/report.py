@@ -132,47 +132,69 @@ def _pair_rows(reg: Registration) -> list[tuple]:
     return list(zip(reg.names, reg.residuals, reg.loo_errors, reg.studentised(), reg.outlier_flags))
 
 
+def _length_unit(values_um) -> tuple[str, float]:
+    """The unit the figures ``values_um`` (µm) print in: nm below 10 µm, else µm."""
+    v = np.asarray(values_um, float)
+    big = np.nanmax(np.abs(v), initial=0.0) if v.size and np.isfinite(v).any() else 0.0
+    return ("nm", 1e3) if big < 10.0 else ("µm", 1.0)
+
+
+def _figures(reg: Registration) -> list:
+    """Every length printed by the summary, µm (to choose one unit for them all)."""
+    vals = [reg.rms, *reg.residuals, *np.nan_to_num(reg.loo_errors)]
+    if np.isfinite(reg.fle):
+        vals.append(reg.fle)
+    return vals
+
+
 def summary_text(reg: Registration) -> str:
-    """Plain-text summary: model, errors in nm, warnings, and a per-pair table."""
+    """Plain-text summary: model, errors (every figure with its unit), warnings, a per-pair table.
+
+    Lengths print in nm, or in µm when any is 10 µm or more; the landmarks' unit (and the
+    unit each side was read in) is stated on the first line.
+    """
     src = reg.landmarks.src()
     n = len(src)
+    u, f = _length_unit(_figures(reg))
+    units_text = getattr(reg.landmarks, "units_text", "µm")
     lines = [
         f"{reg.model} registration {reg.landmarks.source_frame} -> {reg.landmarks.target_frame}, "
-        f"{n} active pairs, {reg.n_params} parameters",
-        f"residuals (FRE): RMS {reg.rms * 1e3:.1f} nm, mean {np.mean(reg.residuals) * 1e3:.1f} nm, "
-        f"max {np.max(reg.residuals, initial=0) * 1e3:.1f} nm",
+        f"{n} active pairs, {reg.n_params} parameters, landmarks in {units_text}",
+        f"residuals (FRE): RMS {reg.rms * f:.1f} {u}, mean {np.mean(reg.residuals) * f:.1f} {u}, "
+        f"max {np.max(reg.residuals, initial=0) * f:.1f} {u}",
     ]
     if np.isfinite(reg.loo_errors).any():
-        lines.append(f"leave-one-out error: RMS {np.sqrt(np.nanmean(reg.loo_errors**2)) * 1e3:.1f} nm, "
-                     f"max {np.nanmax(reg.loo_errors) * 1e3:.1f} nm")
+        lines.append(f"leave-one-out error: RMS {np.sqrt(np.nanmean(reg.loo_errors**2)) * f:.1f} {u}, "
+                     f"max {np.nanmax(reg.loo_errors) * f:.1f} {u}")
     if np.isfinite(reg.fle):
         tre = reg.predicted_error(src)
-        lines.append(f"localisation error (FLE, from {reg.fle_source}): {reg.fle * 1e3:.1f} nm; "
-                     f"predicted mapping error at the landmarks: {np.mean(tre) * 1e3:.1f} nm mean "
+        lines.append(f"localisation error (FLE, from {reg.fle_source}): {reg.fle * f:.1f} {u}; "
+                     f"predicted mapping error at the landmarks: {np.mean(tre) * f:.1f} {u} mean "
                      f"({reg.method})")
     for w in reg.warnings:
         lines.append(f"WARNING: {w}")
-    lines.append(f"{'pair':>8} {'residual nm':>12} {'left-out nm':>12} {'t':>6}")
-    for nm, r, l, t, f in _pair_rows(reg):
-        lines.append(f"{nm:>8} {r * 1e3:12.1f} {l * 1e3:12.1f} {t:6.2f}{'  outlier?' if f else ''}")
+    lines.append(f"{'pair':>8} {'residual ' + u:>12} {'left-out ' + u:>12} {'t (σ)':>6}")
+    for nm, r, l, t, flag in _pair_rows(reg):
+        lines.append(f"{nm:>8} {r * f:12.1f} {l * f:12.1f} {t:6.2f}{'  outlier?' if flag else ''}")
     return "\n".join(lines)
 
 
 def summary_html(reg: Registration) -> str:
     """The summary as HTML for Jupyter: head line, figures, warnings in red, per-pair table."""
     head, *rest = summary_text(reg).split("\n")
+    u, f = _length_unit(_figures(reg))
     info = [ln for ln in rest if not ln.startswith("WARNING") and not ln.lstrip().startswith("pair")
             and not any(ln.strip().startswith(nm + " ") for nm in reg.names)]
     warn = "".join(f"<li style='color:#b00'>{html.escape(w)}</li>" for w in reg.warnings)
     red = ' style="color:#b00"'
     rows = "".join(
-        f"<tr{red if f else ''}><td>{html.escape(nm)}</td><td>{r * 1e3:.1f}</td>"
-        f"<td>{l * 1e3:.1f}</td><td>{t:.2f}</td></tr>"
-        for nm, r, l, t, f in _pair_rows(reg)
+        f"<tr{red if flag else ''}><td>{html.escape(nm)}</td><td>{r * f:.1f}</td>"
+        f"<td>{l * f:.1f}</td><td>{t:.2f}</td></tr>"
+        for nm, r, l, t, flag in _pair_rows(reg)
     )
     return (
         f"<div><b>{html.escape(head)}</b><br>{'<br>'.join(html.escape(i) for i in info)}"
         f"{'<ul>' + warn + '</ul>' if warn else ''}"
-        "<table><tr><th>pair</th><th>residual (nm)</th><th>left-out error (nm)</th>"
-        f"<th>studentised</th></tr>{rows}</table></div>"
+        f"<table><tr><th>pair</th><th>residual ({u})</th><th>left-out error ({u})</th>"
+        f"<th>studentised (σ)</th></tr>{rows}</table></div>"
     )

@@ -450,7 +450,7 @@ class Registration:
 
     # -- display --------------------------------------------------------------------------
     def summary(self) -> str:
-        """Plain-text summary: model, errors in nm, warnings, and a per-pair table."""
+        """Plain-text summary: model, errors (each figure with its unit), warnings, a per-pair table."""
         return report.summary_text(self)
 
     def __repr__(self) -> str:

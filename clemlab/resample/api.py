@@ -181,6 +181,8 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
         like = _grid_image(grid, tf)
     if check_frames:
         _check_frames(image.clem.frame, like.clem.frame, tf)
+    if hasattr(transform, "landmarks") and hasattr(transform.landmarks, "check_units"):
+        transform.landmarks.check_units(image, like, "warp with a registration")
     if tf.ndim != image.clem.ndim or tf.ndim != like.clem.ndim:
         raise ImageError(
             f"a {tf.ndim}-D transform cannot map a {image.clem.ndim}-D image onto a "

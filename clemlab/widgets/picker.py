@@ -107,6 +107,7 @@ class LandmarkPicker:
         frames = (self._levels["lm"][0].attrs.get("frame") or "LM",
                   self._levels["em"][0].attrs.get("frame") or "EM")
         lms = initial_landmarks(landmarks, autosave, *frames)
+        lms.check_units(self._levels["lm"][0], self._levels["em"][0], "LandmarkPicker")
         self.logic = PickerLogic(lms, model=model)
         self.pick_radius = float(pick_radius)
         self._closed = False
