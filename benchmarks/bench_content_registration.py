@@ -158,8 +158,9 @@ def main(n_trials, with_sitk):
                     err = np.inf
                 rows[name].append((err, "-", time.perf_counter() - t0))
         r = rows["automatic"][-1]
-        print(f"trial {seed}: auto err {r[0]:.3f} px {r[1]} {r[2]:.1f} s; clicks err {rows['clicks'][-1][0]:.3f} px "
-              f"{rows['clicks'][-1][1]} {rows['clicks'][-1][2]:.1f} s"
+        cov = calib["automatic"][0][-1].mean() if r[1] == "good" else np.nan
+        print(f"trial {seed}: auto err {r[0]:.3f} px {r[1]} {r[2]:.1f} s cover95 {cov:.2f}; clicks err "
+              f"{rows['clicks'][-1][0]:.3f} px {rows['clicks'][-1][1]} {rows['clicks'][-1][2]:.1f} s"
               + (f"; sitk auto {rows['sitk automatic'][-1][0]:.2f} clicks {rows['sitk clicks'][-1][0]:.2f}" if with_sitk else ""),
               flush=True)
     print(f"\n{n_trials} trials (success: error <= 1 LM px; silent failure: verdict good and error > 2 LM px)")
