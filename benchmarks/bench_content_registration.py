@@ -11,6 +11,12 @@ SimpleITK's Mattes mutual information (affine, multi-resolution, from the same s
 identity for "automatic", the two-click similarity for "clicks"), the EM block-averaged to
 the LM pixel size.
 
+Calibration of the stated uncertainty (clemlab rows): "cover95" is the fraction of the 5 x 5
+grid points, over all trials, whose true error is within the predicted 95 % radius
+(``sqrt(chi2_2(0.95) / 2) = 1.731`` times ``predicted_error``, the RMS of a 2-D Gaussian);
+about 95 % when calibrated. "patch z" is the RMS per axis of each inlier match's true error
+over its own sigma (``details["match_sigma_um"]``); about 1 when calibrated.
+
 Run: python benchmarks/bench_content_registration.py [--trials 200]
 """
 
@@ -46,6 +52,25 @@ def error_lm_px(d, tf):
     q = np.c_[xs.ravel(), ys.ravel()]
     p = d.true_inverse(q)
     return float(np.sqrt(np.mean(np.sum((tf(p) - q) ** 2, axis=1)))) / d.params["scale"] / LM_PX
+
+
+#: predicted 95 % radius / predicted RMS error of a 2-D Gaussian: sqrt(chi2_2(0.95) / 2)
+RADIUS95 = float(np.sqrt(-2 * np.log(0.05) / 2))
+
+
+def calibration(d, m):
+    """(covered (25,), patch z (N, 2)) of a match against the truth (see module notes)."""
+    size = d.em.shape[0] * d.params["em_pixel_size"]
+    ys, xs = np.mgrid[0.1:0.9:5j, 0.1:0.9:5j] * size
+    q = np.c_[xs.ravel(), ys.ravel()]
+    p = d.true_inverse(q)
+    reg = m.registration
+    covered = np.linalg.norm(reg.transform(p) - q, axis=1) <= RADIUS95 * reg.predicted_error(p)
+    df = m.landmarks.to_dataframe()
+    act = df["active"].to_numpy(bool)
+    src, dst = m.landmarks.src(active_only=False)[act], m.landmarks.dst(active_only=False)[act]
+    z = (d.true_map(src) - dst) / np.asarray(m.details["match_sigma_um"])[act][:, None]
+    return covered, z
 
 
 def two_clicks(d, rng):
@@ -106,6 +131,7 @@ def sitk_mattes(d, start_matrix):
 
 def main(n_trials, with_sitk):
     rows = {"automatic": [], "clicks": [], "sitk automatic": [], "sitk clicks": []}
+    calib = {"automatic": ([], []), "clicks": ([], [])}
     for seed in range(n_trials):
         d = trial(seed)
         rng = np.random.default_rng(seed)
@@ -116,6 +142,10 @@ def main(n_trials, with_sitk):
             dt = time.perf_counter() - t0
             err = error_lm_px(d, m.registration.transform) if m.registration is not None else np.inf
             rows[name].append((err, m.verdict, dt))
+            if m.registration is not None and m.verdict == "good":
+                cov, z = calibration(d, m)
+                calib[name][0].append(cov)
+                calib[name][1].append(z)
         if with_sitk:
             for name, start in (("sitk automatic", np.eye(3)),
                                 ("sitk clicks", click_start(clicks, d))):
@@ -128,12 +158,14 @@ def main(n_trials, with_sitk):
                     err = np.inf
                 rows[name].append((err, "-", time.perf_counter() - t0))
         r = rows["automatic"][-1]
-        print(f"trial {seed}: auto err {r[0]:.3f} px {r[1]} {r[2]:.1f} s; clicks err {rows['clicks'][-1][0]:.3f} px "
-              f"{rows['clicks'][-1][1]} {rows['clicks'][-1][2]:.1f} s"
+        cov = calib["automatic"][0][-1].mean() if r[1] == "good" else np.nan
+        print(f"trial {seed}: auto err {r[0]:.3f} px {r[1]} {r[2]:.1f} s cover95 {cov:.2f}; clicks err "
+              f"{rows['clicks'][-1][0]:.3f} px {rows['clicks'][-1][1]} {rows['clicks'][-1][2]:.1f} s"
               + (f"; sitk auto {rows['sitk automatic'][-1][0]:.2f} clicks {rows['sitk clicks'][-1][0]:.2f}" if with_sitk else ""),
               flush=True)
     print(f"\n{n_trials} trials (success: error <= 1 LM px; silent failure: verdict good and error > 2 LM px)")
-    print(f"{'method':16s} {'success':>8s} {'median err px':>14s} {'silent fail':>12s} {'good':>6s} {'median s':>9s}")
+    print(f"{'method':16s} {'success':>8s} {'median err px':>14s} {'silent fail':>12s} {'good':>6s} {'median s':>9s}"
+          f" {'cover95':>8s} {'patch z':>8s}")
     for name, r in rows.items():
         if not r:
             continue
@@ -142,7 +174,12 @@ def main(n_trials, with_sitk):
         t = np.array([x[2] for x in r])
         silent = np.mean([(v == "good") and e > 2 for v, e in zip(verdict, err)])
         good = np.mean([v == "good" for v in verdict]) if verdict[0] != "-" else np.nan
-        print(f"{name:16s} {np.mean(err <= 1):8.1%} {np.median(err):14.3f} {silent:12.1%} {good:6.1%} {np.median(t):9.2f}")
+        cover = zrms = np.nan
+        if calib.get(name, ([], []))[0]:
+            cover = float(np.mean(np.concatenate(calib[name][0])))
+            zrms = float(np.sqrt(np.mean(np.concatenate(calib[name][1]) ** 2)))
+        print(f"{name:16s} {np.mean(err <= 1):8.1%} {np.median(err):14.3f} {silent:12.1%} {good:6.1%} {np.median(t):9.2f}"
+              f" {cover:8.1%} {zrms:8.2f}")
 
 
 if __name__ == "__main__":

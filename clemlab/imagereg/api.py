@@ -33,7 +33,7 @@ import numpy as np
 from .. import transforms as _tf
 from ..errors import RegistrationError
 from ..landmarks import Landmarks
-from .refine import match_patches, robust_fit
+from .refine import fit_sigma, match_patches, robust_fit
 from .represent import plane_of, represent
 from .search import corners, global_search, same_pose
 
@@ -62,9 +62,11 @@ class ImageMatch:
         The model fitted to the patch correspondences (None when the verdict is "failed"
         and no model could be fitted).
     landmarks : clemlab.Landmarks
-        Patch correspondences, moving -> fixed, µm; ``sigma_dst`` is each match's
-        uncertainty (1-sigma per axis, µm, fixed frame); pairs inconsistent with the pose
-        are inactive.
+        Patch correspondences, moving -> fixed, µm; pairs inconsistent with the pose are
+        inactive. ``sigma_dst`` (1-sigma per axis, µm, fixed frame) is each match's own
+        uncertainty from its NCC peak (``details["match_sigma_um"]``), widened for the
+        correlation with its overlapping neighbours, so that the fit's predicted error counts
+        the effective number of independent matches.
     initial : None, Transform or Landmarks
         What the search started from (as given).
     start : clemlab.transforms.Similarity or None
@@ -327,7 +329,7 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
         names = [f"patch{i + 1}" for i in range(len(m.src))]
         active = inl if inl is not None else np.zeros(len(m.src), bool)
         lms = Landmarks.from_points(m.src, m.dst, names=names, active=list(map(bool, active)),
-                                    sigma_src=0.0, sigma_dst=m.sigma,
+                                    sigma_src=0.0, sigma_dst=fit_sigma(m, active),
                                     source_frame=moving.attrs.get("frame"), target_frame=fixed.attrs.get("frame"))
     else:
         lms = Landmarks()
@@ -363,7 +365,7 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     if best is not None:
         start = _tf.Similarity(matrix=best.matrix, source_frame=moving.attrs.get("frame"),
                                target_frame=fixed.attrs.get("frame"))
-    details = dict(inliers=n_in, textured_patches=n_tried, inlier_fraction=frac, runner_up_ratio=ratio,
+    details = dict(match_sigma_um=None if m is None else m.sigma, inliers=n_in, textured_patches=n_tried, inlier_fraction=frac, runner_up_ratio=ratio,
                    coarse_pixel_um=coarse, levels_um=levels, search_s=t_search,
                    total_s=time.perf_counter() - t0, coarse_scores=np.asarray(scores))
     return ImageMatch(registration, lms, initial, start, confidence, verdict, reasons, cand_info, details)

@@ -23,6 +23,15 @@ from .search import warp_into
 
 #: Smallest peak NCC for a patch match to be kept.
 MIN_PATCH_NCC = 0.35
+#: Ratio of a match's true error to the white-noise formula (per axis). The formula counts
+#: only pixel noise; the two modalities also differ in structure, which moves the peak as
+#: much again. Checked against the truth by ``benchmarks/bench_content_registration.py``
+#: (its "patch z" column: true error / sigma per axis, 1 when calibrated).
+PEAK_ERROR_FACTOR = 2.0
+#: Correlation of the errors of two matches whose patches overlap by half (side
+#: neighbours) or by a quarter (diagonal neighbours): they share pixels and structure.
+#: Measured on the truth of synthetic pairs like PEAK_ERROR_FACTOR.
+NEIGHBOUR_CORRELATION = (0.18, 0.04)
 #: Smallest standard deviation of a moving patch, relative to the map's, to be matched
 #: (flat patches, e.g. between nuclei, hold no position information).
 MIN_TEXTURE = 0.5
@@ -32,13 +41,15 @@ MIN_TEXTURE = 0.5
 class Matches:
     """Patch correspondences: ``src`` (N, 2) moving µm, ``dst`` (N, 2) fixed µm,
     ``sigma`` (N,) 1-sigma per axis, µm in the fixed frame, ``ncc`` (N,) peak values,
-    ``n_tried`` patches with enough texture."""
+    ``n_tried`` patches with enough texture, ``spacing`` the patch grid's step (µm, moving
+    frame)."""
 
     src: np.ndarray
     dst: np.ndarray
     sigma: np.ndarray
     ncc: np.ndarray
     n_tried: int
+    spacing: float = 0.0
 
 
 def match_patches(moving: Plane, fixed: Plane, matrix: np.ndarray, patch_um: float, radius_px: int) -> Matches:
@@ -89,12 +100,32 @@ def match_patches(moving: Plane, fixed: Plane, matrix: np.ndarray, patch_um: flo
             src.append(p[:2])
             dst.append((matrix @ q)[:2])
             scale = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
-            # patches overlap by half: every pixel informs four matches, so the fit would
-            # count its evidence four times; doubling each sigma restores its weight
-            sig.append(2.0 * scale * step * max(np.sqrt(var_px), 0.05))
+            sig.append(PEAK_ERROR_FACTOR * scale * step * max(np.sqrt(var_px), 0.05))
             val.append(c0)
     z = np.zeros((0, 2))
-    return Matches(np.array(src) if src else z, np.array(dst) if dst else z, np.array(sig), np.array(val), n_tried)
+    return Matches(np.array(src) if src else z, np.array(dst) if dst else z, np.array(sig), np.array(val), n_tried,
+                   spacing * step)
+
+
+def fit_sigma(m: Matches, inliers: np.ndarray) -> np.ndarray:
+    """Per-match sigma (N,) for a fit that treats the matches as independent.
+
+    Overlapping patches share pixels, so their errors are correlated (NEIGHBOUR_CORRELATION);
+    a least-squares fit counting them as independent would understate its own error. Each
+    inlier's variance is multiplied by ``1 + sum of its correlations with the inlier
+    neighbours``: the variance inflation of a mean over correlated samples, so that the
+    fit's predicted error counts the effective number of independent matches.
+    """
+    sig = np.asarray(m.sigma, float).copy()
+    pts = m.src[inliers]
+    if len(pts) < 2 or m.spacing <= 0:
+        return sig
+    dist = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1)) / m.spacing
+    side = np.sum(np.abs(dist - 1.0) < 0.1, axis=1)
+    diagonal = np.sum(np.abs(dist - np.sqrt(2.0)) < 0.1, axis=1)
+    inflation = 1.0 + NEIGHBOUR_CORRELATION[0] * side + NEIGHBOUR_CORRELATION[1] * diagonal
+    sig[inliers] *= np.sqrt(inflation)
+    return sig
 
 
 def _two_point(z1, z2, w1, w2, mirror):
