@@ -127,23 +127,3 @@ def summary_text(reg: Registration) -> str:
     for nm, r, l, t, f in _pair_rows(reg):
         lines.append(f"{nm:>8} {r * 1e3:12.1f} {l * 1e3:12.1f} {t:6.2f}{'  outlier?' if f else ''}")
     return "\n".join(lines)
-
-
-def summary_html(reg: Registration) -> str:
-    """The summary as HTML for Jupyter: head line, figures, warnings in red, per-pair table."""
-    head, *rest = summary_text(reg).split("\n")
-    info = [ln for ln in rest if not ln.startswith("WARNING") and not ln.lstrip().startswith("pair")
-            and not any(ln.strip().startswith(nm + " ") for nm in reg.names)]
-    warn = "".join(f"<li style='color:#b00'>{html.escape(w)}</li>" for w in reg.warnings)
-    red = ' style="color:#b00"'
-    rows = "".join(
-        f"<tr{red if f else ''}><td>{html.escape(nm)}</td><td>{r * 1e3:.1f}</td>"
-        f"<td>{l * 1e3:.1f}</td><td>{t:.2f}</td></tr>"
-        for nm, r, l, t, f in _pair_rows(reg)
-    )
-    return (
-        f"<div><b>{html.escape(head)}</b><br>{'<br>'.join(html.escape(i) for i in info)}"
-        f"{'<ul>' + warn + '</ul>' if warn else ''}"
-        "<table><tr><th>pair</th><th>residual (nm)</th><th>left-out error (nm)</th>"
-        f"<th>studentised</th></tr>{rows}</table></div>"
-    )
