@@ -562,6 +562,11 @@ def test_help_toggle_lists_the_shortcuts_and_sliders_have_room(picker):
     assert picker.help.layout.display != "none"
     for k in ("Enter", "Escape", "Delete", "ctrl+z", "ctrl+y", "<kbd>a</kbd>", "<kbd>s</kbd>"):
         assert k in picker.help.value
+    # with no proposals their buttons hide, and nothing else with them (figures, controls)
+    def shown(widget):
+        return widget.layout.display in (None, "") and all(shown(c) for c in getattr(widget, "children", ())
+                                                          if c is not picker._proposal_row and c is not picker.help)
+    assert picker._proposal_row.layout.display == "none" and shown(picker.widget)
     sliders = [picker.em_contrast_slider] + [row.children[2] for row in picker._channel_rows]
     assert all(s.layout.width not in (None, "auto", "") and int(s.layout.width.rstrip("px")) >= 300 for s in sliders)
 

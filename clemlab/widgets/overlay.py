@@ -123,13 +123,16 @@ class OverlayViewer:
         self.save_button = w.Button(description="Save PNG", icon="download")
         self.save_button.on_click(lambda _b: self._save_clicked())
         self.saved = w.Label()
-        wrap = w.Layout(flex_flow="row wrap", align_items="center")
+
+        def wrap():  # a Layout per box: one shared Layout would hide every box with any of them
+            return w.Layout(flex_flow="row wrap", align_items="center")
+
         self.widget = w.VBox([
             fig.canvas,
-            w.HBox([self.opacity_slider, self.em_contrast_slider], layout=wrap),
+            w.HBox([self.opacity_slider, self.em_contrast_slider], layout=wrap()),
             w.VBox(self.channel_rows),
-            w.HBox([self.arrows_checkbox, self.error_checkbox], layout=wrap),
-            w.HBox([self.png_path, self.save_button, self.saved], layout=wrap),
+            w.HBox([self.arrows_checkbox, self.error_checkbox], layout=wrap()),
+            w.HBox([self.png_path, self.save_button, self.saved], layout=wrap()),
         ])
         self._em_view.refresh(force=True)
         self._lm_view.refresh(force=True)

@@ -217,14 +217,17 @@ class LandmarkPicker:
         self.status = w.HTML()
         self.table = w.HTML()
         self.message = w.HTML()
-        wrap = w.Layout(flex_flow="row wrap", align_items="center")
+
+        def wrap():  # a Layout per box: one shared Layout would hide every box with any of them
+            return w.Layout(flex_flow="row wrap", align_items="center")
+
         b = self.buttons
         edit_row = w.HBox([b[k] for k in ("undo", "redo", "delete", "toggle", "accept", "snap", "clear")]
-                          + [self.model_dropdown, self.help_button], layout=wrap)
-        self._proposal_row = w.HBox([b[k] for k in ("take", "reject", "take_all", "reject_all")], layout=wrap)
-        images_row = w.HBox([b["refine"], self._proposal_row], layout=wrap)
-        figs = w.HBox([self._figs["lm"].canvas, self._figs["em"].canvas], layout=wrap)
-        controls = w.HBox([w.VBox(self._channel_rows), w.VBox([self.em_contrast_slider])], layout=wrap)
+                          + [self.model_dropdown, self.help_button], layout=wrap())
+        self._proposal_row = w.HBox([b[k] for k in ("take", "reject", "take_all", "reject_all")], layout=wrap())
+        images_row = w.HBox([b["refine"], self._proposal_row], layout=wrap())
+        figs = w.HBox([self._figs["lm"].canvas, self._figs["em"].canvas], layout=wrap())
+        controls = w.HBox([w.VBox(self._channel_rows), w.VBox([self.em_contrast_slider])], layout=wrap())
         self.widget = w.VBox([figs, self.status, self.message, edit_row, images_row, self.help, controls, self.table])
         self._note = ""  # what the last command did, shown once in the message line
         self.logic.on_update(lambda _l: self._redraw())
