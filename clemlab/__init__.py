@@ -23,6 +23,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 # public name -> module that defines it
 _EXPORTS = {
     "as_image": "image",
+    "describe": "_repr",
     "is_image": "image",
     "check_image": "image",
     "open_image": "io",

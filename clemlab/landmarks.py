@@ -390,9 +390,9 @@ class Landmarks:
                 f"{self.source_frame} -> {self.target_frame}, {self.units_text})\n{self._df.to_string(index=False)}")
 
     def _repr_html_(self) -> str:
-        head = (f"<b>Landmarks</b>: {len(self)} pairs ({int(self.active.sum())} active), "
-                f"{self._dims_text}, {self.source_frame} &rarr; {self.target_frame}, {self.units_text}")
-        return head + self._df.to_html(index=False, float_format=lambda v: f"{v:.4f}")
+        from ._repr import landmarks_html
+
+        return landmarks_html(self)
 
     # -- edits (each autosaves) -----------------------------------------------------------
     def on_change(self, callback) -> None:

@@ -464,6 +464,11 @@ class Montage:
     frames : (nx, ny) or None     FullMontNumFrames
     """
 
+    def _repr_html_(self) -> str:
+        from ._repr import montage_html
+
+        return montage_html(self)
+
     def __init__(self, path: str | os.PathLike, section: int = 0):
         path = Path(path)
         header, sections = read_mdoc(path)

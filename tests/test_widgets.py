@@ -8,6 +8,7 @@ a display pixel (per axis) of the intended physical positions.
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 from pathlib import Path
@@ -101,10 +102,11 @@ def test_clicks_add_pairs_at_the_clicked_physical_positions(sample, picker, tmp_
     click(lm_ax, sample.fiducials_lm[4])
     np.testing.assert_allclose(picker.landmarks.src()[4], sample.fiducials_lm[4], atol=2 * max(half_px(lm_ax)))
     np.testing.assert_allclose(picker.landmarks.dst()[4], sample.fiducials_em[4], atol=2 * max(half_px(em_ax)))
-    # numbered markers drawn in both views
+    # numbered markers drawn in both views; in EM each carries its live left-out error
+    loo = register(picker.landmarks, model="affine").loo_errors
+    labels = {"lm": ["P1", "P2", "P3", "P4", "P5"], "em": [f"P{i + 1} · {e * 1e3:.0f} nm" for i, e in enumerate(loo)]}
     for view, ax in zip(("lm", "em"), (lm_ax, em_ax)):
-        texts = [t.get_text() for t in picker._art[view]["texts"]]
-        assert texts == ["P1", "P2", "P3", "P4", "P5"]
+        assert [t.get_text() for t in picker._art[view]["texts"]] == labels[view]
         xs, ys = picker._art[view]["active"].get_data()
         pts = picker.landmarks.src() if view == "lm" else picker.landmarks.dst()
         np.testing.assert_array_equal(np.c_[xs, ys], pts)
@@ -244,7 +246,7 @@ def test_restore_from_autosave_gives_an_identical_state(sample, tmp_path):
         assert q.landmarks == before
         np.testing.assert_array_equal(q.registration.transform.matrix, reg.transform.matrix)
         for view in ("lm", "em"):
-            assert [t.get_text() for t in q._art[view]["texts"]] == before.names
+            assert [t.get_text().split(" ")[0] for t in q._art[view]["texts"]] == before.names
         # passing other landmarks too: the autosave file wins, with a warning
         other = Landmarks.from_points(sample.fiducials_lm[:3], sample.fiducials_em[:3])
         with pytest.warns(UserWarning, match="restoring 4 pairs from autosave file"):
@@ -395,18 +397,23 @@ def corr(sample):
 
 def test_overlay_controls_change_the_rendered_image(corr, tmp_path):
     ov = OverlayViewer(corr, opacity=0.5)
+
+    def rendered():
+        ov.figure.canvas.draw()
+        return np.asarray(ov.figure.canvas.buffer_rgba()).copy()
+
     try:
-        first = ov.image_checksum.value
+        first = rendered()
         rgba = ov._lm_view.artist.get_array()
         np.testing.assert_allclose(rgba[..., 3].max(), 0.5, atol=1e-6)
         ov.opacity_slider.value = 0.9
-        assert ov.image_checksum.value != first
+        assert not np.array_equal(rendered(), first)
         np.testing.assert_allclose(ov._lm_view.artist.get_array()[..., 3].max(), 0.9, atol=1e-6)
         # green GFP half: the composite is green there, and hiding GFP removes it
         rgb = ov._lm_view.artist.get_array()
         h, w = rgb.shape[:2]
         assert rgb[h * 3 // 4, w // 8, 1] > 0.9 and rgb[h * 3 // 4, w // 8, 0] < 0.1
-        ov.widget.children[2].children[0].children[0].value = False
+        ov.channel_rows[0].children[0].value = False  # the GFP checkbox
         assert ov._lm_view.artist.get_array()[h * 3 // 4, w // 8, 3] < 0.05
         out = ov.save_png(tmp_path / "o.png")
         from PIL import Image
@@ -465,3 +472,176 @@ def test_overlay_predicted_error_contours(sample):
         assert ov._contours is None
     finally:
         ov.close()
+
+
+# -- an honest picker: refusals, uncertainty, every model, help --------------------------------
+def _pairs(picker, sample, n):
+    lm_ax, em_ax = picker.axes
+    for s, t in zip(sample.fiducials_lm[:n], sample.fiducials_em[:n]):
+        click(lm_ax, s)
+        click(em_ax, t)
+
+
+def test_accept_prediction_refuses_a_partner_outside_the_other_image(sample, picker):
+    _pairs(picker, sample, 4)
+    lm_ax, _ = picker.axes
+    # an LM point whose EM partner falls beyond the (smaller) EM field
+    ext = sample.em.clem.extent
+    outside_em = np.array([ext["x"][1] + 0.5, np.mean(ext["y"])])
+    p = picker.registration.transform.inverse(outside_em[None])[0]
+    picker.logic.press("lm", p)
+    with pytest.raises(LandmarkError, match=r"predicted EM partner at .* is not accepted: it lies outside the EM image"):
+        picker.logic.accept_prediction()
+    key(picker, "enter")  # through the widget: refused in words, nothing added
+    assert "lies outside the EM image" in picker.message.value and len(picker.landmarks) == 4
+    # a click outside an image is refused too, so the statistics only ever hold pairs inside both
+    with pytest.raises(LandmarkError, match=r"click at .* refused: it lies outside the EM image"):
+        picker.logic.press("em", outside_em)
+    assert len(picker.registration.residuals) == 4
+
+
+def test_accept_prediction_refuses_an_empty_region(sample, tmp_path):
+    em = sample.em.copy()
+    bx, by = sample.fiducials_em[5]
+    gap = (abs(em.x - bx) < 0.5) & (abs(em.y - by) < 0.5)
+    em = em.where(~gap, 0).astype(sample.em.dtype)  # never acquired around bead 6 (a mosaic gap)
+    p = LandmarkPicker(sample.lm, em, autosave=tmp_path / "e.json")
+    try:
+        for i in range(4):
+            p.logic.press("lm", sample.fiducials_lm[i])
+            p.logic.press("em", sample.fiducials_em[i])
+        p.logic.press("lm", sample.fiducials_lm[5])
+        with pytest.raises(LandmarkError, match=r"it lies on an empty region of the EM image \(every pixel around it is 0"):
+            p.logic.accept_prediction()
+        assert len(p.landmarks) == 4
+    finally:
+        p.close()
+
+
+def test_prediction_ellipse_covers_the_true_partner_at_the_stated_rate(sample, tmp_path):
+    """Over many noisy 4-pair fits, the drawn 95 % ellipse holds the true partner ~95 % of the time."""
+    from clemlab.widgets._logic import PickerLogic
+
+    rng = np.random.default_rng(3)
+    inside, n_trials = 0, 300
+    truth = sample.transform
+    probe = sample.fiducials_lm[5]
+    for _ in range(n_trials):
+        src = sample.fiducials_lm[:5] + rng.normal(0, 0.03, (5, 2))
+        dst = sample.fiducials_em[:5] + rng.normal(0, 0.03, (5, 2))
+        lg = PickerLogic(Landmarks.from_points(src, dst), model="similarity")
+        click_lm = probe + rng.normal(0, 0.03, 2)
+        lg.press("lm", click_lm)
+        view, centre, (w, h), angle = lg.prediction_ellipse
+        assert view == "em"
+        d = truth(probe[None])[0] + rng.normal(0, 0.03, 2) - centre  # a partner clicked with the same noise
+        a = np.radians(angle)
+        u = np.array([np.cos(a) * d[0] + np.sin(a) * d[1], -np.sin(a) * d[0] + np.cos(a) * d[1]])
+        inside += (u[0] / (w / 2)) ** 2 + (u[1] / (h / 2)) ** 2 <= 1
+    assert 0.9 <= inside / n_trials <= 0.99, inside / n_trials
+
+
+def test_the_ellipse_is_drawn_and_the_model_menu_offers_every_model(sample, picker):
+    from clemlab.transforms import MODELS
+
+    offered = {v for _, v in picker.model_dropdown.options}
+    fits_2d = set(MODELS) - {"identity", "rigid-projection"}
+    assert offered == fits_2d and "tps" in offered
+    _pairs(picker, sample, 6)
+    picker.model_dropdown.value = "tps"
+    assert picker.registration.model == "tps"
+    picker.logic.press("lm", sample.fiducials_lm[6] if len(sample.fiducials_lm) > 6 else sample.targets_lm[0])
+    ell = picker._art["em"]["ellipse"]
+    assert ell.get_visible() and ell.width > 0
+    np.testing.assert_allclose(ell.get_center(), picker.logic.prediction[1])
+
+
+def test_help_toggle_lists_the_shortcuts_and_sliders_have_room(picker):
+    assert picker.help.layout.display == "none"
+    picker.help_button.value = True
+    assert picker.help.layout.display != "none"
+    for k in ("Enter", "Escape", "Delete", "ctrl+z", "ctrl+y", "<kbd>a</kbd>", "<kbd>s</kbd>"):
+        assert k in picker.help.value
+    # with no proposals their buttons hide, and nothing else with them (figures, controls)
+    def shown(widget):
+        return widget.layout.display in (None, "") and all(shown(c) for c in getattr(widget, "children", ())
+                                                          if c is not picker._proposal_row and c is not picker.help)
+    assert picker._proposal_row.layout.display == "none" and shown(picker.widget)
+    sliders = [picker.em_contrast_slider] + [row.children[2] for row in picker._channel_rows]
+    assert all(s.layout.width not in (None, "auto", "") and int(s.layout.width.rstrip("px")) >= 300 for s in sliders)
+
+
+def test_no_debug_labels_in_the_widgets(sample, picker):
+    import ipywidgets as w
+
+    reg = register(Landmarks.from_points(sample.fiducials_lm, sample.fiducials_em))
+    ov = OverlayViewer(sample.em, sample.lm, reg)
+    try:
+        def texts(widget):
+            out = [getattr(widget, "value", "")] if isinstance(widget, (w.Label, w.HTML)) else []
+            for c in getattr(widget, "children", ()):
+                out += texts(c)
+            return out
+
+        shown = texts(picker.widget) + texts(ov.widget)
+        assert not any(re.search(r"\b[0-9a-f]{8}\b", str(t)) for t in shown), shown
+    finally:
+        ov.close()
+
+
+def test_snap_moves_a_rough_em_click_onto_the_bead(tmp_path):
+    from clemlab.datasets import synthetic_clem
+
+    sample = synthetic_clem(seed=0)
+    ext = sample.em.clem.extent
+    inner = [i for i, q in enumerate(sample.fiducials_em)
+             if ext["x"][0] + 2 < q[0] < ext["x"][1] - 2 and ext["y"][0] + 2 < q[1] < ext["y"][1] - 2]
+    rng = np.random.default_rng(0)
+    rough = sample.fiducials_em + rng.uniform(-0.25, 0.25, sample.fiducials_em.shape)
+    lms = Landmarks.from_points(sample.fiducials_lm, rough)
+    p = LandmarkPicker(sample.lm, sample.em, landmarks=lms, model="similarity")
+    try:
+        name = p.landmarks.names[inner[0]]
+        before = np.linalg.norm(rough[inner[0]] - sample.fiducials_em[inner[0]])
+        p.logic.select(name)
+        got = p.snap()
+        after = np.linalg.norm(p.landmarks.dst()[inner[0]] - sample.fiducials_em[inner[0]])
+        assert after < 0.05 < before and after < 3 * got["sigma"] + 0.01
+        p.logic.undo()
+        np.testing.assert_allclose(p.landmarks.dst()[inner[0]], rough[inner[0]])
+    finally:
+        p.close()
+
+
+def test_snap_and_refine_refuse_in_words(sample, picker):
+    with pytest.raises(LandmarkError, match="no pair is selected"):
+        picker.snap()
+    with pytest.raises(LandmarkError, match="click at least two pairs"):
+        picker.refine_from_images()
+
+
+def test_refine_from_images_offers_proposals_to_accept_or_reject(tmp_path):
+    from clemlab.datasets import synthetic_clem
+
+    sample = synthetic_clem(seed=0)
+    rng = np.random.default_rng(0)
+    clicks = Landmarks.from_points(sample.fiducials_lm[:2] + rng.normal(0, 0.3, (2, 2)), sample.fiducials_em[:2])
+    p = LandmarkPicker(sample.lm, sample.em, landmarks=clicks, model="similarity")
+    try:
+        match = p.refine_from_images()
+        props = list(p.logic.proposals)
+        assert len(props) >= 3 and match.verdict in ("good", "ambiguous")
+        src = np.array([q["src"] for q in props])
+        dst = np.array([q["dst"] for q in props])
+        err = np.linalg.norm(sample.transform(src) - dst, axis=1)
+        assert np.median(err) < 0.1  # the proposals are true correspondences
+        assert p.buttons["take"].disabled is False and "proposed pairs" in p.status.value
+        p.logic.accept_proposal()
+        p.logic.reject_proposal()
+        assert len(p.landmarks) == 3 and len(p.logic.proposals) == len(props) - 2
+        n = p.logic.accept_all_proposals()
+        assert len(p.landmarks) == 3 + n and not p.logic.proposals
+        p.logic.undo()
+        assert len(p.landmarks) == 3
+    finally:
+        p.close()

@@ -11,7 +11,6 @@ fit.
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -177,24 +176,3 @@ def summary_text(reg: Registration) -> str:
     for nm, r, l, t, flag in _pair_rows(reg):
         lines.append(f"{nm:>8} {r * f:12.1f} {l * f:12.1f} {t:6.2f}{'  outlier?' if flag else ''}")
     return "\n".join(lines)
-
-
-def summary_html(reg: Registration) -> str:
-    """The summary as HTML for Jupyter: head line, figures, warnings in red, per-pair table."""
-    head, *rest = summary_text(reg).split("\n")
-    u, f = _length_unit(_figures(reg))
-    info = [ln for ln in rest if not ln.startswith("WARNING") and not ln.lstrip().startswith("pair")
-            and not any(ln.strip().startswith(nm + " ") for nm in reg.names)]
-    warn = "".join(f"<li style='color:#b00'>{html.escape(w)}</li>" for w in reg.warnings)
-    red = ' style="color:#b00"'
-    rows = "".join(
-        f"<tr{red if flag else ''}><td>{html.escape(nm)}</td><td>{r * f:.1f}</td>"
-        f"<td>{l * f:.1f}</td><td>{t:.2f}</td></tr>"
-        for nm, r, l, t, flag in _pair_rows(reg)
-    )
-    return (
-        f"<div><b>{html.escape(head)}</b><br>{'<br>'.join(html.escape(i) for i in info)}"
-        f"{'<ul>' + warn + '</ul>' if warn else ''}"
-        f"<table><tr><th>pair</th><th>residual ({u})</th><th>left-out error ({u})</th>"
-        f"<th>studentised (σ)</th></tr>{rows}</table></div>"
-    )

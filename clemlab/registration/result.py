@@ -457,7 +457,9 @@ class Registration:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        return report.summary_html(self)
+        from .._repr import registration_html
+
+        return registration_html(self)
 
     # -- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ images therefore stay lazy except for that small window.
 
 from __future__ import annotations
 
-import zlib
 from contextlib import contextmanager
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import xarray as xr
 from ..errors import ImageError, MissingPixelSizeError
 from ..image import check_image
 
-__all__ = ["as_levels", "window", "ViewImage", "new_widget_figure", "checksum"]
+__all__ = ["as_levels", "window", "ViewImage", "new_widget_figure"]
 
 
 def _one_image(img: Any, argname: str, channels: bool) -> xr.DataArray:
@@ -134,11 +133,6 @@ def tinted_composite(data: np.ndarray, channels: list[str], visible: dict, color
         if visible[ch]:
             out += stretch(data[i], *contrast[ch])[..., None] * np.asarray(to_rgb(colors[ch]))
     return np.clip(out, 0.0, 1.0)
-
-
-def checksum(rgba: Any) -> str:
-    """CRC-32 (8 hex digits) of an image buffer: shows whether a rendered view changed."""
-    return f"{zlib.crc32(np.ascontiguousarray(rgba).tobytes()) & 0xFFFFFFFF:08x}"
 
 
 @contextmanager

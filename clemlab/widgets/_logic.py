@@ -14,7 +14,14 @@ State
 - an undo and a redo stack of snapshots (landmarks table + pending half-pair), so every
   action, "clear all" included, can be undone;
 - ``registration``: the current fit of the active pairs (None while there are too few), and
-  ``prediction``: where the current fit puts the partner of the pending point.
+  ``prediction``: where the current fit puts the partner of the pending point, with its 95 %
+  ellipse (``prediction_ellipse``);
+- ``proposals``: pairs suggested by the images (``register_images``), each accepted or
+  rejected by the user; only accepted ones enter the table.
+
+Every point that enters the table passes ``check_point(view, xy)`` first (the picker refuses
+points outside an image or on an empty/masked region, with the reason), so the fit and its
+statistics only ever count pairs inside both images.
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ class PickerLogic:
         Transform model fitted after every edit (``"affine"``, ``"similarity"``, ...).
     max_history : int
         Undo steps kept.
+    check_point : callable, optional
+        ``check_point(view, xy) -> str | None``: None when a new point at ``xy`` (µm) in
+        ``view`` is acceptable, else the reason it is not (shown to the user).
 
     Notes
     -----
@@ -79,7 +89,8 @@ class PickerLogic:
     Points are ``(x, y)`` in µm. Methods return True when something visible changed.
     """
 
-    def __init__(self, landmarks: Landmarks, model: str = "affine", max_history: int = 1000):
+    def __init__(self, landmarks: Landmarks, model: str = "affine", max_history: int = 1000,
+                 check_point: Callable[[str, np.ndarray], str | None] | None = None):
         if not isinstance(landmarks, Landmarks):
             raise LandmarkError(f"landmarks must be a clemlab Landmarks table, got {type(landmarks).__name__}")
         if landmarks.ndim != 2:
@@ -94,6 +105,9 @@ class PickerLogic:
         self._undo: list[_Snapshot] = []
         self._redo: list[_Snapshot] = []
         self._observers: list[Callable[[PickerLogic], None]] = []
+        self.check_point = check_point
+        self.proposals: list[dict[str, Any]] = []
+        self.proposal_note = ""
         self.registration: Registration | None = None
         self.fit_message = ""
         self._refit()
@@ -134,6 +148,44 @@ class PickerLogic:
         tf = self.registration.transform
         q = tf(p[None])[0] if view == "lm" else tf.inverse(p[None])[0]
         return other_view(view), q
+
+    @property
+    def prediction_ellipse(self) -> tuple[str, np.ndarray, tuple[float, float], float] | None:
+        """``(view, centre, (width, height), angle_deg)``: the 95 % ellipse of the predicted
+        partner, µm in that view's frame (full axes lengths; angle from +x towards +y).
+
+        It combines the fit's mapping error with the click's own localisation error, so the
+        partner lies inside it 95 % of the time under the noise model. None when there is no
+        prediction or the model gives no error estimate.
+        """
+        pred = self.prediction
+        if pred is None:
+            return None
+        from scipy.stats import chi2, f
+
+        view, q = pred
+        src = self.pending[1] if view == "em" else q
+        reg = self.registration
+        try:
+            mapped = reg.map_points(src[None], include_target_fle=True)
+            cov = np.asarray(mapped.covariance, float)[0]
+        except (RegistrationError, ValueError, AttributeError):
+            return None
+        if view == "lm":  # the ellipse lives in EM: carry it into LM through the inverse's Jacobian
+            h = 1e-3
+            base = reg.transform.inverse(self.pending[1][None])[0]
+            jac = np.column_stack([(reg.transform.inverse((self.pending[1] + d)[None])[0] - base) / h
+                                   for d in (np.array([h, 0.0]), np.array([0.0, h]))])
+            cov = jac @ cov @ jac.T
+        if not np.all(np.isfinite(cov)):
+            return None
+        dof = getattr(mapped, "dof", np.inf)
+        quant = chi2.ppf(0.95, 2) if not np.isfinite(dof) else 2 * f.ppf(0.95, 2, dof)
+        vals, vecs = np.linalg.eigh(cov)
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        axes = 2 * np.sqrt(np.maximum(vals, 0) * quant)
+        angle = float(np.degrees(np.arctan2(vecs[1, 0], vecs[0, 0])))
+        return view, q, (float(axes[0]), float(axes[1])), angle
 
     @property
     def can_undo(self) -> bool:
@@ -231,6 +283,7 @@ class PickerLogic:
             self._notify()
             return True
         self.selected = None
+        self._refuse_point(view, p, "click")
         self._push()
         if self.pending is None or self.pending[0] == view:
             self.pending = (view, p)
@@ -261,6 +314,11 @@ class PickerLogic:
         if np.array_equal(at, drag["start"]):
             self._notify()
             return False
+        try:
+            self._refuse_point(drag["view"], at, "moved point")
+        except LandmarkError:
+            self._notify()  # the marker goes back where it was
+            raise
         self._push()
         side = {_SIDE[drag["view"]]: at}
         self.landmarks.move(drag["name"], **side)
@@ -314,13 +372,99 @@ class PickerLogic:
         self._notify()
         return True
 
+    def _refuse_point(self, view: str, p: np.ndarray, what: str) -> None:
+        """Raise a LandmarkError naming the reason when ``p`` may not enter the table."""
+        if self.check_point is None:
+            return
+        reason = self.check_point(view, p)
+        if reason:
+            raise LandmarkError(f"{what} at ({p[0]:.3f}, {p[1]:.3f}) µm refused: {reason}")
+
     def accept_prediction(self) -> bool:
-        """Complete the pending pair with the predicted partner point."""
+        """Complete the pending pair with the predicted partner point.
+
+        Refused (LandmarkError, with the reason) when the predicted partner lies outside the
+        other image or on an empty or masked region of it: there is nothing there to confirm.
+        """
         pred = self.prediction
         if pred is None:
             return False
         view, q = pred
+        if self.check_point is not None:
+            reason = self.check_point(view, q)
+            if reason:
+                raise LandmarkError(
+                    f"the predicted {view.upper()} partner at ({q[0]:.3f}, {q[1]:.3f}) µm is not accepted: "
+                    f"{reason}. Click the partner by hand where you see it, or drop the pending point (Escape)")
         return self.press(view, q, tol=0.0)
+
+    # -- proposals from the images ---------------------------------------------------------
+    def set_proposals(self, src: Any, dst: Any, sigma: Any = None, note: str = "") -> int:
+        """Offer pairs found in the images (``src`` LM, ``dst`` EM, ``(N, 2)`` µm; ``sigma`` the
+        EM-side 1-sigma uncertainty per pair, µm) for the user to accept or reject one by one.
+        Proposals outside either image (``check_point``) are dropped. Returns how many remain."""
+        src = np.asarray(src, float).reshape(-1, 2)
+        dst = np.asarray(dst, float).reshape(-1, 2)
+        sig = np.full(len(src), np.nan) if sigma is None else np.asarray(sigma, float).reshape(-1)
+        keep = []
+        for s, d, e in zip(src, dst, sig):
+            if self.check_point is not None and (self.check_point("lm", s) or self.check_point("em", d)):
+                continue
+            keep.append({"src": s, "dst": d, "sigma": float(e)})
+        self.proposals = keep
+        self.proposal_note = note
+        self._notify()
+        return len(keep)
+
+    def accept_proposal(self) -> bool:
+        """Add the first proposal as a pair (undoable) and move to the next."""
+        if not self.proposals:
+            return False
+        prop = self.proposals.pop(0)
+        self._push()
+        sig = prop["sigma"] if np.isfinite(prop["sigma"]) else None
+        self.landmarks.add(prop["src"], prop["dst"], sigma_dst=sig)
+        self._notify()
+        return True
+
+    def reject_proposal(self) -> bool:
+        """Drop the first proposal."""
+        if not self.proposals:
+            return False
+        self.proposals.pop(0)
+        self._notify()
+        return True
+
+    def accept_all_proposals(self) -> int:
+        """Add every remaining proposal as pairs (one undoable step). Returns how many."""
+        n = len(self.proposals)
+        if n == 0:
+            return 0
+        self._push()
+        props, self.proposals = self.proposals, []
+        for prop in props:
+            sig = prop["sigma"] if np.isfinite(prop["sigma"]) else None
+            self.landmarks.add(prop["src"], prop["dst"], sigma_dst=sig)
+        self._notify()
+        return n
+
+    def reject_all_proposals(self) -> int:
+        """Drop every remaining proposal. Returns how many."""
+        n = len(self.proposals)
+        self.proposals = []
+        self._notify()
+        return n
+
+    def snap_to(self, name: str | None, dst: Any, sigma: float | None = None) -> bool:
+        """Move pair ``name``'s EM point to ``dst`` (µm), e.g. where a patch match put it;
+        one undoable edit."""
+        name = self._target(name)
+        q = _point(dst)
+        self._refuse_point("em", q, "snapped point")
+        self._push()
+        self.landmarks.move(name, dst=q)
+        self._notify()
+        return True
 
     def select(self, name: str | None) -> None:
         """Select pair ``name`` (None clears the selection)."""

@@ -13,8 +13,8 @@ from .._atomic import atomic_write
 from ..errors import ImageError
 from ..registration import Registration
 from ..viz import add_scale_bar, stretch
-from ._display import (ViewImage, as_levels, checksum, close_figure, close_tree, new_widget_figure,
-                       tinted_composite)
+from ._controls import channel_rows, contrast_slider
+from ._display import ViewImage, as_levels, close_figure, close_tree, new_widget_figure, tinted_composite
 
 __all__ = ["OverlayViewer"]
 
@@ -47,8 +47,9 @@ class OverlayViewer:
     Attributes
     ----------
     opacity_slider : ipywidgets.FloatSlider
-    image_checksum : ipywidgets.Label
-        CRC-32 of the displayed EM and LM layers: changes whenever the overlay shown changes.
+    em_contrast_slider : ipywidgets.FloatRangeSlider
+    channel_rows : list of ipywidgets.HBox
+        Per LM channel: show/hide checkbox, colour picker, contrast range slider.
     """
 
     def __init__(self, corr_or_em: Any, lm: Any = None, registration: Any = None, *,
@@ -102,43 +103,36 @@ class OverlayViewer:
         self._lim_cid = ax.callbacks.connect("xlim_changed", lambda _a: self._draw_scale_bar())
 
         # -- controls -----------------------------------------------------------------------
-        lay = w.Layout(width="auto")
         self.opacity_slider = w.FloatSlider(value=self._opacity, min=0, max=1, step=0.01,
                                             description="LM opacity", readout_format=".2f",
-                                            style={"description_width": "initial"})
+                                            style={"description_width": "110px"}, layout=w.Layout(width="380px"))
         self.opacity_slider.observe(lambda ch: self._set(opacity=ch["new"]), names="value")
-        rows = []
-        for ch in self.channels:
-            cb = w.Checkbox(value=True, description=ch, indent=False, layout=w.Layout(width="90px"))
-            cp = w.ColorPicker(value=self._colors[ch], concise=True, layout=w.Layout(width="32px"))
-            sl = w.FloatRangeSlider(value=self._lm_contrast[ch], min=0, max=100, step=0.1,
-                                    description="contrast %", readout_format=".1f", layout=lay)
-            cb.observe(lambda c_, c=ch: self._set(channel=c, visible=c_["new"]), names="value")
-            cp.observe(lambda c_, c=ch: self._set(channel=c, color=c_["new"]), names="value")
-            sl.observe(lambda c_, c=ch: self._set(channel=c, contrast=c_["new"]), names="value")
-            rows.append(w.HBox([cb, cp, sl]))
-        self.em_contrast_slider = w.FloatRangeSlider(value=self._em_contrast, min=0, max=100, step=0.1,
-                                                     description="EM contrast %", readout_format=".1f",
-                                                     style={"description_width": "initial"}, layout=lay)
-        self.em_contrast_slider.observe(lambda ch: self._set(em_contrast=ch["new"]), names="value")
+        self.channel_rows = channel_rows(self.channels, self._colors, self._lm_contrast,
+                                         lambda c, **kw: self._set(channel=c, **kw))
+        self.em_contrast_slider = contrast_slider(self._em_contrast, "EM contrast %",
+                                                  lambda v: self._set(em_contrast=v))
         self.arrows_checkbox = w.Checkbox(value=bool(residual_arrows and self.registration is not None),
                                           description="landmark residual arrows", indent=False,
-                                          disabled=self.registration is None)
+                                          disabled=self.registration is None, layout=w.Layout(width="auto"))
         self.arrows_checkbox.observe(lambda ch: self._set(), names="value")
         self.error_checkbox = w.Checkbox(value=False, description="predicted error contours (nm)",
-                                         indent=False, disabled=self.registration is None)
+                                         indent=False, disabled=self.registration is None,
+                                         layout=w.Layout(width="auto"))
         self.error_checkbox.observe(lambda ch: self._set(), names="value")
         self.png_path = w.Text(value="overlay.png", description="file", layout=w.Layout(width="260px"))
         self.save_button = w.Button(description="Save PNG", icon="download")
         self.save_button.on_click(lambda _b: self._save_clicked())
         self.saved = w.Label()
-        self.image_checksum = w.Label()
+
+        def wrap():  # a Layout per box: one shared Layout would hide every box with any of them
+            return w.Layout(flex_flow="row wrap", align_items="center")
+
         self.widget = w.VBox([
             fig.canvas,
-            w.HBox([self.opacity_slider, self.em_contrast_slider, self.arrows_checkbox, self.error_checkbox]),
-            w.VBox(rows),
-            w.HBox([self.png_path, self.save_button, self.saved]),
-            self.image_checksum,
+            w.HBox([self.opacity_slider, self.em_contrast_slider], layout=wrap()),
+            w.VBox(self.channel_rows),
+            w.HBox([self.arrows_checkbox, self.error_checkbox], layout=wrap()),
+            w.HBox([self.png_path, self.save_button, self.saved], layout=wrap()),
         ])
         self._em_view.refresh(force=True)
         self._lm_view.refresh(force=True)
@@ -250,13 +244,8 @@ class OverlayViewer:
         self._scale_artists = [a for a in list(self.ax.patches) + list(self.ax.texts) if a not in before]
 
     def _render(self) -> None:
-        """Ask for a redraw and report the checksum of the two image layers shown.
-
-        (An explicit ``canvas.draw()`` here would hand ipympl a picture before the page has
-        the canvas, which the page then fails to draw; the layers are what changes anyway.)
-        """
-        layers = [np.asarray(v.artist.get_array(), dtype=np.float32) for v in (self._em_view, self._lm_view)]
-        self.image_checksum.value = f"image {checksum(np.concatenate([a.ravel() for a in layers]))}"
+        """Ask for a redraw (an explicit ``canvas.draw()`` here would hand ipympl a picture
+        before the page has the canvas, which the page then fails to draw)."""
         self.figure.canvas.draw_idle()
 
     def _save_clicked(self) -> None:

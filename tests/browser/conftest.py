@@ -9,6 +9,7 @@ unless ``CLEMLAB_REQUIRE_BROWSER=1`` (set by ``.ci/run``): then they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -35,6 +36,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: JupyterLab user settings for the test server (its own folder, never the user's): every
+#: cell rendered (no windowing, so screenshots and locators reach outputs far down) and no
+#: "news" prompt over the page.
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+}
+
+
+def _lab_settings(folder: Path) -> Path:
+    for rel, value in LAB_SETTINGS.items():
+        f = folder / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(value))
+    return folder
 
 
 class LabServer:
@@ -64,7 +82,9 @@ def lab(tmp_path_factory, chromium_path):
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
            "--ServerApp.port_retries=0", "--LabApp.news_url=None"]
-    env = dict(os.environ, MPLBACKEND="module://ipympl.backend_nbagg")
+    # the kernel's environment as a user's: no MPLBACKEND (CI's Agg would hide inline figures)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(_lab_settings(root.parent / "lab_settings"))
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
     server = LabServer(root, port, token, proc)
     deadline = time.monotonic() + 90

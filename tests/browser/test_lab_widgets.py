@@ -9,7 +9,6 @@ opacity slider and checks the rendered overlay changed.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import nbformat
@@ -96,7 +95,7 @@ def _px_um(geo):
 def test_click_four_pairs_then_move_the_overlay_opacity(lab, page):
     _write_notebook(lab.root / "picker.ipynb")
     sample = synthetic_clem_small(seed=SEED)
-    page.goto(lab.url("lab/tree/picker.ipynb"))
+    page.goto(lab.url("lab/tree/picker.ipynb") + "&reset")  # a fresh workspace: only this notebook open
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
     # run the three cells in turn (Shift+Enter runs a cell and moves to the next)
@@ -144,8 +143,6 @@ def test_click_four_pairs_then_move_the_overlay_opacity(lab, page):
     page.get_by_text("4 pairs (4 active)").first.wait_for(timeout=10_000)
 
     # -- overlay: drag the opacity slider, the rendered overlay changes ----------------
-    label = page.get_by_text(re.compile(r"^image [0-9a-f]{8}$"))
-    before_sum = _wait(lambda: label.text_content(), 30, "the overlay checksum label")
     overlay_canvas = canvases.nth(2)
     overlay_canvas.scroll_into_view_if_needed()
     before_png = overlay_canvas.screenshot()
@@ -164,6 +161,5 @@ def test_click_four_pairs_then_move_the_overlay_opacity(lab, page):
         return readout.text_content().strip() != "0.80"
 
     _wait(drag_left, 30, "the opacity slider to move", interval=0.5)
-    _wait(lambda: label.text_content() != before_sum, 30, "a new overlay checksum")
     _wait(lambda: overlay_canvas.screenshot() != before_png, 30, "the overlay canvas to change")
     assert float(readout.text_content()) < 0.8
