@@ -162,7 +162,8 @@ def test_channel_not_in_the_image(tmp_path, files):
 def test_png_without_pixel_size(tmp_path, shared_data, files):
     _, d = files
     refused(run("correlate", d / "lm.ome.tif", shared_data("deepclem/example_unregistered/EM.png"),
-                "--landmarks", d / "pairs.json", "--out", tmp_path / "c.ome.zarr"), "pixel")
+                "--landmarks", d / "pairs.json", "--out", tmp_path / "c.ome.zarr"), "EM.png stores no physical pixel size",
+            "--em-pixel-size")
 
 
 def test_landmarks_and_registration_both_given(tmp_path, files):

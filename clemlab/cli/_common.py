@@ -118,7 +118,8 @@ def read_landmarks(path: str | os.PathLike, units_moving: str | None = None, uni
         kind = _sniff_csv(text)
         if kind == "bigwarp":
             lms = Landmarks.from_bigwarp(p, units_moving=moving, units_fixed=fixed)
-            note = "" if given else "; BigWarp files do not state their unit: give --units-moving/--units-fixed if not µm"
+            note = "" if given else ("; BigWarp files do not state their unit: give --units-moving/--units-fixed "
+                                     "if not µm")
             return lms, f"{p}: BigWarp CSV landmarks, moving in {moving}, fixed in {fixed}{note}"
         if kind != "clemlab":
             raise LandmarkError(f"{p} is not a landmark file clemlab reads; give {LANDMARK_FORMATS}")
@@ -163,16 +164,22 @@ def parse_scene(value: str | None) -> int | str | None:
 
 
 def open_input(path: str, role: str, pixel_size: float | None = None, scene: str | None = None,
-               channel: str | None = None, units: str = "µm"):
+               channel: str | None = None, *, pixel_option: str):
     """Open an image for a command; ``role`` (``"LM"``, ``"EM"``, ``"moving"``...) names it in errors.
 
-    ``channel`` picks one channel (by name, or index when a whole number) of a multi-channel
-    image; without it a multi-channel image is returned whole.
+    ``pixel_size`` is in µm; a file without one is refused naming ``pixel_option``, the
+    command's option that gives it. ``channel`` picks one channel (by name, or index when a
+    whole number) of a multi-channel image; without it a multi-channel image is returned whole.
     """
+    from ..errors import MissingPixelSizeError
     from ..io import open_image
 
     modality = role if role in ("LM", "EM") else None
-    img = open_image(path, pixel_size=pixel_size, units=units, scene=parse_scene(scene), modality=modality)
+    try:
+        img = open_image(path, pixel_size=pixel_size, units="µm", scene=parse_scene(scene), modality=modality)
+    except MissingPixelSizeError:
+        raise MissingPixelSizeError(f"the {role} image {path} stores no physical pixel size; give it in µm "
+                                    f"with {pixel_option} (e.g. {pixel_option} 0.1)") from None
     if channel is not None:
         if "c" not in img.dims:
             raise ClemlabError(f"{path} has no channels; drop the channel option for the {role} image")

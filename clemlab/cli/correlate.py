@@ -37,11 +37,13 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--landmarks", metavar="FILE", help=f"landmark pairs LM -> EM: {LANDMARK_FORMATS}")
     how.add_argument("--registration", metavar="FILE.json", help="a registration written by clemlab register --out")
-    p.add_argument("--model", default="affine", help=f"model fitted to --landmarks: {MODELS_HELP} (default: %(default)s)")
+    p.add_argument("--model", default="affine",
+                   help=f"model fitted to --landmarks: {MODELS_HELP} (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="OUT",
                    help="output: a folder name ending .ome.zarr or a file ending .ome.tif / .ome.tiff")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--order", type=int, default=1, choices=(0, 1, 3), help="interpolation order of the LM warp (default: %(default)s)")
+    p.add_argument("--order", type=int, default=1, choices=(0, 1, 3),
+                   help="interpolation order of the LM warp (default: %(default)s)")
     p.add_argument("--lm-pixel-size", type=float, metavar="UM", help="LM pixel size in µm, for files without one")
     p.add_argument("--em-pixel-size", type=float, metavar="UM", help="EM pixel size in µm, for files without one")
     p.add_argument("--lm-scene", metavar="SCENE", help="image of an LM container file (CZI scene, LIF image)")
@@ -67,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
     kind = _output_kind(args.out)
     out = check_output(args.out, args.overwrite)  # before any work: nothing is lost to a bad path
-    lm = open_input(args.lm, "LM", args.lm_pixel_size, args.lm_scene)
-    em = single_channel(open_input(args.em, "EM", args.em_pixel_size, args.em_scene, args.em_channel),
+    lm = open_input(args.lm, "LM", args.lm_pixel_size, args.lm_scene, pixel_option="--lm-pixel-size")
+    em = single_channel(open_input(args.em, "EM", args.em_pixel_size, args.em_scene, args.em_channel,
+                                   pixel_option="--em-pixel-size"),
                         args.em, "EM", "--em-channel")
     reg = register_or_load(args)
     corr = correlate(em, lm, reg, order=args.order)

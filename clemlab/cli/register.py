@@ -29,6 +29,9 @@ exit status: 0 when the verdict is good, 3 when ambiguous, 4 when failed (the re
 written with --out only when good, or with --keep-uncertain), 2 on bad input.
 """
 
+#: The library's words for what to do, as command-line options.
+_OPTION_WORDS = {"(channel=)": "(--moving-channel / --fixed-channel)", "(initial=Landmarks)": "(--initial CLICKS.csv)"}
+
 #: Exit status of register-images for each verdict.
 VERDICT_STATUS = {"good": 0, "ambiguous": 3, "failed": 4}
 
@@ -54,7 +57,8 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
                                    "says in words whether to trust it."))
     q.add_argument("moving", metavar="MOVING", help="image mapped from, e.g. the LM image")
     q.add_argument("fixed", metavar="FIXED", help="image mapped onto, e.g. the EM image")
-    q.add_argument("--model", default="similarity", help=f"model fitted to the patch matches: {MODELS_HELP} (default: %(default)s)")
+    q.add_argument("--model", default="similarity",
+                   help=f"model fitted to the patch matches: {MODELS_HELP} (default: %(default)s)")
     q.add_argument("--initial", metavar="LANDMARKS",
                    help=f"two or more rough clicks (moving -> fixed) to start from; {LANDMARK_FORMATS}")
     q.add_argument("--moving-channel", metavar="NAME", help="channel of a multi-channel moving image, e.g. DAPI")
@@ -96,11 +100,15 @@ def run_register_images(args: argparse.Namespace) -> int:
         print(f"initial clicks: {what}")
     elif args.units_moving or args.units_fixed:
         raise ClemlabError("--units-moving/--units-fixed apply to the --initial landmark file; give one")
-    moving = open_input(args.moving, "moving", args.moving_pixel_size, args.moving_scene, args.moving_channel)
-    fixed = open_input(args.fixed, "fixed", args.fixed_pixel_size, args.fixed_scene, args.fixed_channel)
+    moving = open_input(args.moving, "moving", args.moving_pixel_size, args.moving_scene, args.moving_channel,
+                        pixel_option="--moving-pixel-size")
+    fixed = open_input(args.fixed, "fixed", args.fixed_pixel_size, args.fixed_scene, args.fixed_channel,
+                       pixel_option="--fixed-pixel-size")
     match = register_images(moving, fixed, model=args.model, initial=initial)
     print(f"verdict: {match.verdict} (confidence {match.confidence:.2f})")
     for reason in match.reasons:
+        for api, option in _OPTION_WORDS.items():
+            reason = reason.replace(api, option)
         print(f"  {reason}")
     reg = match.registration
     if reg is not None:

@@ -48,7 +48,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--registration", metavar="FILE.json", help="a registration written by clemlab register --out")
     how.add_argument("--landmarks", metavar="FILE", help=f"landmark pairs LM -> EM: {LANDMARK_FORMATS}")
-    p.add_argument("--model", default="affine", help=f"model fitted to --landmarks: {MODELS_HELP} (default: %(default)s)")
+    p.add_argument("--model", default="affine",
+                   help=f"model fitted to --landmarks: {MODELS_HELP} (default: %(default)s)")
     p.add_argument("--em", required=True, metavar="IMAGE", help="the EM image (map) the registration maps onto")
     p.add_argument("--em-pixel-size", type=float, metavar="UM", help="EM pixel size in µm, for files without one")
     p.add_argument("--em-channel", metavar="NAME", help="channel of an EM file with several")
@@ -76,18 +77,19 @@ def _read_targets(args: argparse.Namespace):
 
     from ..targets import targets_from_mask, targets_from_points, targets_from_polygons, targets_from_spots
 
-    if args.spots:
-        return targets_from_spots(open_input(args.targets, "LM", args.pixel_size), channel=args.spots)
-    if args.mask:
-        return targets_from_mask(single_channel(open_input(args.targets, "LM", args.pixel_size),
-                                                args.targets, "label", "a single-channel label image"))
+    if args.spots or args.mask:
+        image = open_input(args.targets, "LM", args.pixel_size, pixel_option="--pixel-size")
+        if args.spots:
+            return targets_from_spots(image, channel=args.spots)
+        return targets_from_mask(single_channel(image, args.targets, "label", "a single-channel label image"))
     path = Path(args.targets)
     if not path.is_file():
         raise ClemlabError(f"targets file {path} does not exist")
     try:
         table = pd.read_csv(path, encoding="utf-8-sig")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ClemlabError(f"targets file {path} is not a CSV table ({exc}); for an image pass --spots or --mask") from None
+        raise ClemlabError(f"targets file {path} is not a CSV table ({exc}); "
+                           "for an image pass --spots or --mask") from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in ("x", "y") if c not in table.columns]
     if missing:
@@ -117,7 +119,8 @@ def _stage(args: argparse.Namespace, em):
              if v is not None]
     if len(given) != 1:
         raise ClemlabError("a SerialEM navigator needs stage positions: give one of --nav NAV --map LABEL, "
-                           "--mdoc MONTAGE.mdoc or --stage-centre X Y" + (f" (got {' and '.join(given)})" if given else ""))
+                           "--mdoc MONTAGE.mdoc or --stage-centre X Y"
+                           + (f" (got {' and '.join(given)})" if given else ""))
     shape = (em.sizes["y"], em.sizes["x"])
     regis = None
     if args.nav:
@@ -152,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
                            "itself; choose another --out")
     check_output(out, args.overwrite)
     check_output(out.with_suffix(".csv"), args.overwrite)
-    em = single_channel(open_input(args.em, "EM", args.em_pixel_size, None, args.em_channel),
+    em = single_channel(open_input(args.em, "EM", args.em_pixel_size, None, args.em_channel,
+                                   pixel_option="--em-pixel-size"),
                         args.em, "EM", "--em-channel")
     em_to_stage, map_regis = _stage(args, em)
     targets = _read_targets(args)
