@@ -22,7 +22,8 @@ examples:
 IMAGES_EXAMPLES = """\
 examples:
   clemlab register-images lm.czi em.tif --moving-channel DAPI --out reg.json
-  clemlab register-images Chromatin.png EM.png --moving-pixel-size 0.1 --fixed-pixel-size 0.05
+  clemlab register-images Chromatin.png EM.png --moving-pixel-size 0.1 --fixed-pixel-size 0.05 \\
+      --moving-channel B --fixed-channel R      # RGB pictures: one channel each
   clemlab register-images lm.tif em.tif --initial two_clicks.csv --model affine
 
 exit status: 0 when the verdict is good, 3 when ambiguous, 4 when failed (the result is
