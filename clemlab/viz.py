@@ -85,9 +85,11 @@ def add_scale_bar(ax, extent: tuple[float, float, float, float], color: str = "w
     length = _nice_length(width)
     x0 = max(left, right) - 0.05 * width - length
     y0 = max(bottom, top) - 0.06 * height  # near the lower edge (y grows downwards)
-    ax.add_patch(Rectangle((x0, y0), length, 0.012 * height, color=color, lw=0))
-    ax.text(x0 + length / 2, y0 - 0.015 * height, _format_length(length), color=color,
-            ha="center", va="bottom", fontsize=9)
+    bar = ax.add_patch(Rectangle((x0, y0), length, 0.012 * height, facecolor=color, edgecolor="black", lw=0.8))
+    bar.set_zorder(4)
+    text = ax.text(x0 + length / 2, y0 - 0.015 * height, _format_length(length), color=color,
+                   ha="center", va="bottom", fontsize=10, fontweight="bold", zorder=4)
+    _outlined(text)
     return length
 
 
@@ -96,10 +98,44 @@ def _decimate(img: xr.DataArray, max_pixels: int) -> xr.DataArray:
     return img.isel(y=slice(None, None, step), x=slice(None, None, step)) if step > 1 else img
 
 
+def _outlined(artist_or_text, width: float = 2.5) -> None:
+    """A dark outline around white text or lines, so they read on any background."""
+    from matplotlib import patheffects
+
+    artist_or_text.set_path_effects([patheffects.withStroke(linewidth=width, foreground="black")])
+
+
+def _arrow_scale(lengths: np.ndarray, span: float) -> float:
+    """A 1-2-5 magnification that draws the longest residual about a twelfth of ``span``."""
+    longest = float(np.max(lengths, initial=0.0))
+    if longest <= 0:
+        return 1.0
+    return _nice_length(span / 12.0 / longest * 5.0)
+
+
+def _draw_residuals(ax, reg, span: float, arrow_scale: float | None) -> float:
+    """Fiducial rings at the target-frame landmarks and residual arrows magnified by the
+    returned factor, with a reference arrow that states the scale."""
+    dst = reg.landmarks.dst()
+    vec = np.asarray(reg.residual_vectors, float)
+    k = float(arrow_scale) if arrow_scale is not None else _arrow_scale(np.linalg.norm(vec, axis=1), span)
+    ax.plot(dst[:, 0], dst[:, 1], "o", mfc="none", mec="yellow", ms=9, mew=1.4, label="fiducials (EM)")
+    quiver = ax.quiver(dst[:, 0], dst[:, 1], vec[:, 0] * k, vec[:, 1] * k, angles="xy", scale_units="xy",
+                       scale=1, color=np.where(reg.outlier_flags, "red", "orange"), width=0.004,
+                       label=f"residuals x{k:g}")
+    ref_um = _nice_length(span / 10.0 / k * 5.0)  # reference arrow about a tenth of the field
+    key = ax.quiverkey(quiver, 0.1, 0.035, ref_um * k, f"{_format_length(ref_um)} residual (arrows x{k:g})",
+                       labelpos="E", coordinates="axes", color="orange", labelcolor="white",
+                       fontproperties={"size": 9})
+    _outlined(key.text)
+    return k
+
+
 def plot_overlay(corr: xr.Dataset, channels: list[str] | None = None, alpha: float = 0.6,
                  colors: dict[str, str] | None = None, ax=None, scale_bar: bool = True,
-                 points: Any = None, max_pixels: int = 2048, title: str | None = None):
-    """LM channels blended over the EM image, axes in µm, with a scale bar.
+                 points: Any = None, max_pixels: int = 2048, title: str | None = None,
+                 legend: bool = True, registration: Any = None, arrow_scale: float | None = None):
+    """LM channels in colour over the EM image in grey, axes in µm, with a scale bar and legend.
 
     Parameters
     ----------
@@ -115,43 +151,72 @@ def plot_overlay(corr: xr.Dataset, channels: list[str] | None = None, alpha: flo
     ax : matplotlib.axes.Axes, optional
         Axes to draw in; default a new figure.
     scale_bar : bool
-        Draw a scale bar.
+        Draw a scale bar (its length in µm or nm, lower right).
     points : array_like, shape (N, 2), optional
-        Points in µm ``(x, y)`` (e.g. landmarks) to mark.
+        Points in µm ``(x, y)`` to mark with rings.
     max_pixels : int
         Longest side drawn; larger images are decimated for display.
+    title : str, optional
+    legend : bool
+        Name each LM channel with its colour (and the fiducials and arrows, when drawn).
+    registration : clemlab.Registration, optional
+        A 2-D registration onto this grid's frame: its landmarks are ringed at their
+        target-frame (EM) positions and their residuals drawn as arrows, magnified by
+        ``arrow_scale``, with a reference arrow that states the scale in physical units.
+    arrow_scale : float, optional
+        Magnification of the residual arrows (default: a 1-2-5 value that draws the longest
+        about a twelfth of the field).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
-
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     em = check_image(corr["EM"], "corr['EM']")
     lm = corr["LM"]
+    if "c" not in lm.dims:
+        lm = lm.expand_dims(c=[lm.name or "LM"])
     if channels is not None:
         lm = lm.sel(c=list(channels))
     em_d, lm_d = _decimate(em, max_pixels), _decimate(lm, max_pixels)
     extent = em.clem.mpl_extent
     if ax is None:
+        import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(7, 7 * em.sizes["y"] / em.sizes["x"]))
     else:
         fig = ax.figure
+    names = [str(c) for c in lm_d.coords["c"].values]
+    palette = dict(lm_d.attrs.get("colors") or {}) | dict(colors or {})
+    tints = {n: palette.get(n, _DEFAULT_COLORS[i % len(_DEFAULT_COLORS)]) for i, n in enumerate(names)}
     base = stretch(em_d.values, 0.5, 99.5)
-    rgb = composite_rgb(lm_d, colors)
+    rgb = composite_rgb(lm_d, tints)
     blend = (1 - alpha * rgb.max(axis=-1, keepdims=True)) * base[..., None] + alpha * rgb
-    ax.imshow(np.clip(blend, 0, 1), extent=extent, origin="upper", interpolation="nearest")
+    ax.imshow(np.clip(blend, 0, 1), extent=extent, origin="upper", interpolation="antialiased")
     if points is not None:
         p = np.asarray(points, float).reshape(-1, 2)
-        ax.plot(p[:, 0], p[:, 1], "o", mfc="none", mec="yellow", ms=10, mew=1.5)
+        ax.plot(p[:, 0], p[:, 1], "o", mfc="none", mec="yellow", ms=10, mew=1.5, label="points")
+    if registration is not None:
+        if registration.landmarks.ndim_dst != 2:
+            raise ValueError("plot_overlay draws the residuals of 2-D registrations only")
+        _draw_residuals(ax, registration, abs(extent[1] - extent[0]), arrow_scale)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
     if title:
         ax.set_title(title)
     if scale_bar:
         add_scale_bar(ax, extent)
+    if legend:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=tints[n], label=f"LM {n}") for n in names] + [Patch(color="0.6", label="EM")]
+        handles += [h for h in ax.get_legend_handles_labels()[0]]
+        leg = ax.legend(handles=handles, loc="upper right", fontsize=9, framealpha=0.75, facecolor="black",
+                        edgecolor="none", labelcolor="white")
+        leg.set_zorder(5)
     return fig
 
 

@@ -1,16 +1,16 @@
-"""Static figures: overlay blending, scale bar, residual quiver, error map."""
+"""Static figures: overlay blending, legend, residual arrows, scale bar, residual quiver, error map."""
 
 from __future__ import annotations
 
-import matplotlib
+import re
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
 
-import clemlab as cl  # noqa: E402
-from clemlab import viz  # noqa: E402
+import clemlab as cl
+from clemlab import viz
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,36 @@ def test_error_map_in_target_frame(sample):
     fig = viz.plot_error_map(reg, s.em)
     assert fig.axes[-1].get_ylabel() == "predicted mapping error (nm)"
     plt.close(fig)
+
+
+def test_overlay_legend_names_channels_in_their_colours(sample):
+    s, reg = sample
+    corr = cl.correlate(s.em, s.lm, reg)
+    ax = Figure().add_subplot()  # no pyplot: nothing global is touched
+    cl.plot_overlay(corr, ax=ax, colors={"GFP": "#00ff00"})
+    leg = ax.get_legend()
+    labels = [t.get_text() for t in leg.get_texts()]
+    assert labels == ["LM nuclei", "LM GFP", "LM beads", "EM"]
+    from matplotlib.colors import to_hex
+
+    assert to_hex(leg.legend_handles[1].get_facecolor()) == "#00ff00"
+
+
+def test_overlay_residual_arrows_are_scaled_and_stated(sample):
+    s, reg = sample
+    corr = cl.correlate(s.em, s.lm, reg)
+    ax = Figure().add_subplot()
+    cl.plot_overlay(corr, ax=ax, registration=reg, arrow_scale=50, title="t")
+    quiver = next(c for c in ax.collections if hasattr(c, "U"))
+    np.testing.assert_allclose(quiver.get_offsets(), reg.landmarks.dst())
+    np.testing.assert_allclose(np.c_[quiver.U, quiver.V], reg.residual_vectors * 50)
+    texts = [t.get_text() for t in ax.texts] + [c.text.get_text() for c in ax.artists if hasattr(c, "text")]
+    assert any(re.fullmatch(r"\d+ (nm|µm) residual \(arrows x50\)", t) for t in texts), texts
+    assert "residuals x50" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # default magnification: a 1-2-5 value drawing the longest arrow at most a twelfth of the field
+    ax2 = Figure().add_subplot()
+    cl.plot_overlay(corr, ax=ax2, registration=reg)
+    q2 = next(c for c in ax2.collections if hasattr(c, "U"))
+    longest = np.hypot(q2.U, q2.V).max()
+    width = float(np.ptp(corr["EM"].x.values)) + 0.01
+    assert width / 30 < longest <= width / 12 * 1.001
