@@ -78,7 +78,7 @@ RUNNING = (10**2, 10**3, 10**4, 10**5, 10**6, 10**7)
 
 def truth_for(model: str, src: np.ndarray, rng) -> T.Transform:
     ang = rng.uniform(-np.pi, np.pi)
-    rot = T._rotation_2d(ang)
+    rot = T.rotation_matrix_2d(ang)
     t = rng.uniform(-20, 20, 2)
     if model == "rigid":
         return T.Rigid(rot, t)

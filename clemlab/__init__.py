@@ -84,6 +84,7 @@ _EXPORTS = {
     "UnitError": "errors",
     "MissingPixelSizeError": "errors",
     "FileFormatError": "errors",
+    "FileExistsRefusedError": "errors",
     "LandmarkError": "errors",
     "RegistrationError": "errors",
     "TransformError": "errors",

@@ -30,14 +30,9 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import FileFormatError
+from .errors import FileExistsRefusedError, FileFormatError
 
 __all__ = ["FileExistsRefusedError", "atomic_write", "atomic_write_text", "check_writable", "FORMATS"]
-
-
-class FileExistsRefusedError(FileFormatError, FileExistsError):
-    """A writer was asked to replace an existing file without ``overwrite=True``, or to
-    replace a file of another format."""
 
 
 def _strip_text_start(head: bytes) -> bytes:

@@ -122,22 +122,24 @@ def correlate(em: Any, lm: Any, transform: Any, *, frame: str = "EM", level: int
     if frame not in ("EM", "LM"):
         raise ImageError(f"frame must be 'EM' or 'LM', got {frame!r}")
     tf = as_transform(transform)
-    if hasattr(transform, "landmarks") and hasattr(transform.landmarks, "check_units"):
-        transform.landmarks.check_units(_level_image(lm, None, "lm"), _level_image(em, None, "em"),
-                                        "correlate with a registration")
     if frame == "EM":
-        em = _single_channel_em(check_image(_level_image(em, level, "em"), "em"))
+        em = check_image(_level_image(em, level, "em"), "em")
         lm = check_image(_level_image(lm, None, "lm", min(em.clem.pixel_size.values())), "lm")
-        if check_frames:
-            _check_pair(em, lm, tf)
-        fixed, moved = em, warp(lm, tf, like=em, order=order, chunks=chunks, check_frames=False)
-        data = {"EM": fixed, "LM": moved}
-        name = em.attrs.get("frame", "EM")
     else:
         lm = check_image(_level_image(lm, level, "lm"), "lm")
-        em = _single_channel_em(check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em"))
-        if check_frames:
-            _check_pair(em, lm, tf)
+        em = check_image(_level_image(em, None, "em", min(lm.clem.pixel_size.values())), "em")
+    # swapped or foreign images are named first: an LM passed as em would otherwise be
+    # refused only for its channel axis
+    if check_frames:
+        _check_pair(em, lm, tf)
+    em = _single_channel_em(em)
+    if hasattr(transform, "landmarks") and hasattr(transform.landmarks, "check_units"):
+        transform.landmarks.check_units(lm, em, "correlate with a registration")
+    if frame == "EM":
+        moved = warp(lm, tf, like=em, order=order, chunks=chunks, check_frames=False)
+        data = {"EM": em, "LM": moved}
+        name = em.attrs.get("frame", "EM")
+    else:
         moved = warp(em, tf.inverse, like=lm, order=order, chunks=chunks, check_frames=False)
         data = {"EM": moved, "LM": lm}
         name = lm.attrs.get("frame", "LM")

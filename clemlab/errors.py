@@ -13,6 +13,7 @@ __all__ = [
     "UnitError",
     "MissingPixelSizeError",
     "FileFormatError",
+    "FileExistsRefusedError",
     "LandmarkError",
     "RegistrationError",
     "TransformError",
@@ -44,6 +45,11 @@ class FileFormatError(ClemlabError, OSError):
 
     def __str__(self) -> str:  # OSError formats (errno, strerror) pairs otherwise
         return str(self.args[0]) if self.args else ""
+
+
+class FileExistsRefusedError(FileFormatError, FileExistsError):
+    """A writer was asked to replace an existing file or store without ``overwrite=True``, or to
+    replace one of another format than it writes; the existing one is kept untouched."""
 
 
 class LandmarkError(ClemlabError, ValueError):

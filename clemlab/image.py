@@ -123,6 +123,8 @@ def as_number(value: Any, argname: str, positive: bool, where: str = "") -> floa
     The message names ``argname`` and, when given, ``where`` (e.g. the file).
     """
     ctx = f" ({where})" if where else ""
+    if isinstance(value, (bool, np.bool_)):  # float(True) == 1.0 would pass silently as 1 µm
+        raise ImageError(f"{argname} must be a number, got {value!r}{ctx}")
     try:
         v = float(value)
     except (TypeError, ValueError):

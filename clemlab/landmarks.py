@@ -630,7 +630,7 @@ class Landmarks:
         """Write atomically; the format follows the suffix (``.json`` or ``.csv``).
 
         An existing ``path`` is replaced only with ``overwrite=True``, and then only when it is
-        a file of the same format (else :class:`~clemlab._atomic.FileExistsRefusedError`, a
+        a file of the same format (else :class:`~clemlab.errors.FileExistsRefusedError`, a
         ``FileExistsError``, naming it).
         """
         p = Path(path)

@@ -188,7 +188,7 @@ def test_targets_map_without_nav(tmp_path, files):
 
 def _nav(path, width, height):
     path.write_text("AdocVersion = 2.00\n\n[Item = m1]\nStageXYZ = 0 0 0\nRegis = 1\nType = 2\n"
-                    f"MapScaleMat = 100 0 0 -100\nMapWidthHeight = {width} {height}\nPtsX = 0\nPtsY = 0\n")
+                    f"MapScaleMat = 100 0 0 -100\nMapWidthHeight = {width} {height}\nNumPts = 1\nPtsX = 0\nPtsY = 0\n")
     return path
 
 

@@ -115,9 +115,12 @@ def test_landmarks_in_nm_read_as_um_warn_where_they_meet_images():
                                          r"\d+x the EM image extent .*likely in nm .* units_fixed='nm'"):
         clemlab.register_images(s.lm, s.em, initial=wrong, channel="nuclei")
     reg = clemlab.register(wrong, model="affine")
-    with pytest.warns(UserWarning, match="correlate with a registration: the EM landmarks .* units_fixed='nm'"):
+    # the unit warning names the likely cause; the warp then refuses the 1000x scale outright
+    with pytest.warns(UserWarning, match="correlate with a registration: the EM landmarks .* units_fixed='nm'"), \
+            pytest.raises(clemlab.ImageError, match="check the units of the landmarks"):
         clemlab.correlate(s.em, s.lm, reg)
-    with pytest.warns(UserWarning, match="warp with a registration: the EM landmarks"):
+    with pytest.warns(UserWarning, match="warp with a registration: the EM landmarks"), \
+            pytest.raises(clemlab.ImageError, match="check the units of the landmarks"):
         clemlab.warp(s.lm, reg, like=s.em)
     small = Landmarks.from_points(s.fiducials_lm * 1e-3, s.fiducials_em)  # LM side in mm
     with pytest.warns(UserWarning, match="LM landmarks spread over"):

@@ -117,7 +117,7 @@ def _fwm(src, q, fle):
 def test_rigid_prediction_equals_fitzpatrick_closed_form(k):
     rng = np.random.default_rng(20 + k)
     src = rng.uniform(0, 40, (7, k)) * ([1.0, 0.4, 0.7][:k])  # anisotropic layout
-    rot = T._rotation_2d(0.7) if k == 2 else Rotation.random(random_state=5).as_matrix()
+    rot = T.rotation_matrix_2d(0.7) if k == 2 else Rotation.random(random_state=5).as_matrix()
     dst = T.Rigid(rot, rng.uniform(-5, 5, k))(src) + rng.normal(0, 0.02, src.shape)
     reg = register(Landmarks.from_points(src, dst), model="rigid", fle=0.05)
     q = rng.uniform(-30, 70, (200, k))

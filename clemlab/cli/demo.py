@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FileFormatError
+from ..errors import FileExistsRefusedError, FileFormatError
 from ._common import Formatter, para
 
 __all__ = ["add_parser", "run", "run_demo"]
 
 #: The files the demo writes into its folder.
-DEMO_FILES = ("overlay.png", "transform.json", "landmarks.json", "correlated.ome.tif")
+DEMO_FILES = {"overlay.png": "PNG", "transform.json": "JSON", "landmarks.json": "JSON", "correlated.ome.tif": "TIFF"}
 
 EXAMPLES = """\
 examples:
@@ -79,8 +79,10 @@ def run_demo(out: str | Path = "clemlab_demo", seed: int = 0, verbose: bool = Tr
         raise FileFormatError(f"--out {out} is a file; give a folder for the demo's results")
     existing = [name for name in DEMO_FILES if (out / name).exists()]
     if existing and not overwrite:
-        raise FileFormatError(f"{out} already holds {', '.join(existing)} from an earlier run; "
-                              "pass --overwrite to replace them, or choose another --out")
+        raise FileExistsRefusedError(f"{out} already holds {', '.join(existing)} from an earlier run; pass "
+                                     "--overwrite (overwrite=True) to replace them, or choose another --out")
+    for name in existing:  # a file of another format under a demo name is kept, and said so now
+        _atomic.check_writable(out / name, overwrite=True, fmt=DEMO_FILES[name])
     out.mkdir(parents=True, exist_ok=True)
 
     sample = synthetic_clem(seed=seed)

@@ -56,7 +56,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from ..errors import FileFormatError, ImageError
+from ..errors import FileExistsRefusedError, FileFormatError, ImageError
 
 __all__ = ["write_ome_zarr", "read_ome_zarr", "open_multiscale", "is_ome_zarr", "NGFF_VERSION"]
 
@@ -501,15 +501,15 @@ def _check_replaceable(path: Any, overwrite: bool) -> None:
     if not _exists(path):
         return
     if not overwrite:
-        raise FileExistsError(_exists_message(path))
+        raise FileExistsRefusedError(_exists_message(path))
     local = _local_path(path)
     if local is not None and not local.is_dir():
-        raise FileExistsError(f"{_fmt(path)} is a file, not an OME-Zarr folder; overwrite=True replaces only an "
+        raise FileExistsRefusedError(f"{_fmt(path)} is a file, not an OME-Zarr folder; overwrite=True replaces only an "
                               "OME-Zarr image: remove the file yourself or choose another path")
     try:
         _multiscales(_open_group(path), path)
     except FileFormatError:
-        raise FileExistsError(f"{_fmt(path)} exists and is not an OME-Zarr image (no zarr group with "
+        raise FileExistsRefusedError(f"{_fmt(path)} exists and is not an OME-Zarr image (no zarr group with "
                               "'multiscales' metadata); overwrite=True replaces only an OME-Zarr image, never "
                               "another folder: move its contents away or choose another path") from None
 
@@ -523,7 +523,7 @@ def _write_store(where: str, mode: str, data, dims, factors, shapes, grids, grou
     try:
         group = zarr.open_group(where, mode=mode, zarr_format=3)
     except FileExistsError:
-        raise FileExistsError(_exists_message(where)) from None
+        raise FileExistsRefusedError(_exists_message(where)) from None
     except (OSError, ValueError) as exc:
         raise FileFormatError(f"cannot write {_fmt(where)}: {exc}") from None
     targets = []

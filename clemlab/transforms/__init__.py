@@ -88,8 +88,5 @@ __all__ = [
     "RigidProjection",
     "MODELS",
     "transform_from_dict",
+    "rotation_matrix_2d",
 ]
-
-# tests/test_registration.py and benchmarks/bench_error_prediction.py reach this helper through
-# the package; new code uses rotations.rotation_matrix_2d.
-_rotation_2d = rotation_matrix_2d

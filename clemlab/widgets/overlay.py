@@ -160,7 +160,8 @@ class OverlayViewer:
         p = Path(path)
         if not p.parent.is_dir():
             raise ImageError(f"cannot save {p}: folder {p.parent} does not exist")
-        return atomic_write(p, lambda tmp: self.figure.savefig(tmp, dpi=dpi, format="png"), overwrite=overwrite)
+        return atomic_write(p, lambda tmp: self.figure.savefig(tmp, dpi=dpi, format="png"), overwrite=overwrite,
+                            fmt="PNG")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
