@@ -489,8 +489,10 @@ def plot_targets(mapped: pd.DataFrame, em: Any = None, ax: Any = None, *, labels
 
         img = check_image(em, "em")
         small = _decimate(img, 1000)
-        ax.imshow(stretch(np.asarray(small.values)), cmap="gray", extent=img.clem.mpl_extent, origin="upper",
-                  interpolation="nearest")
+        # "antialiased" filters when the screen has fewer pixels than the image (no speckle
+        # from dropped pixels) and shows pixels as blocks when zoomed in
+        ax.imshow(stretch(np.asarray(small.values), 0.5, 99.5), cmap="gray", extent=img.clem.mpl_extent,
+                  origin="upper", interpolation="antialiased")
         add_scale_bar(ax, img.clem.mpl_extent)
     for _, r in df.iterrows():
         col = outside_color if bool(r.get("outside_field", False)) else color

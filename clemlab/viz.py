@@ -212,7 +212,7 @@ def plot_overlay(corr: xr.Dataset, channels: list[str] | None = None, alpha: flo
     if legend:
         from matplotlib.patches import Patch
 
-        handles = [Patch(color=tints[n], label=f"LM {n}") for n in names] + [Patch(color="0.6", label="EM")]
+        handles = [Patch(color=tints[n], label=n if n.upper().startswith("LM") else f"LM {n}") for n in names] + [Patch(color="0.6", label="EM")]
         handles += [h for h in ax.get_legend_handles_labels()[0]]
         leg = ax.legend(handles=handles, loc="upper right", fontsize=9, framealpha=0.75, facecolor="black",
                         edgecolor="none", labelcolor="white")
