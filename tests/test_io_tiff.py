@@ -13,7 +13,7 @@ import xarray as xr
 
 from clemlab.errors import FileFormatError, MissingPixelSizeError
 from clemlab.image import as_image
-from clemlab.io import open_image, open_multiscale, write_ome_tiff
+from clemlab.io import list_images, open_image, open_multiscale, write_ome_tiff
 
 RS = "rosettasciio-calibrated"
 TEM_UM = 0.16867469  # DM tag of the shared TEM image, µm
@@ -374,3 +374,19 @@ def test_auto_lazy_above_threshold(tmp_path, monkeypatch):
     assert isinstance(img.data, da.Array)
     np.testing.assert_array_equal(img.values, data)
     assert isinstance(open_image(p, lazy=False).data, np.ndarray)
+
+
+def test_list_images_shows_every_series_of_a_multi_image_ome_tiff(tmp_path):
+    """Two images written by tifffile into one OME-TIFF: one row each, opened by series=."""
+    path = tmp_path / "two.ome.tif"
+    a = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30)
+    b = np.ones((3, 20, 50), dtype=np.uint8)
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(a, metadata={"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1})
+        tw.write(b, metadata={"axes": "CYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+    table = list_images(path)
+    assert len(table) == 2
+    assert table["sizes"].tolist() == ["y 40, x 30", "c 3, y 20, x 50"]
+    assert table["pixel_size_x_um"].tolist() == pytest.approx([0.1, 0.25])
+    second = open_image(path, series=1)
+    assert second.sizes == {"c": 3, "y": 20, "x": 50} and second.clem.pixel_size["x"] == pytest.approx(0.25)

@@ -496,7 +496,8 @@ def _read_container(fmt: str, path: Path, choice: int | str | None, timepoint: i
 
 
 def list_images(path: str | os.PathLike) -> Any:
-    """What a microscope file holds: one row per image (CZI scene, LIF image, ND2 position).
+    """What a microscope file holds: one row per image (CZI scene, LIF image, ND2 position,
+    image series of a multi-image TIFF).
 
     Parameters
     ----------
@@ -506,7 +507,8 @@ def list_images(path: str | os.PathLike) -> Any:
     Returns
     -------
     pandas.DataFrame
-        Indexed by the image index (what ``open_image(path, scene=i)`` takes), columns
+        Indexed by the image index (what ``open_image(path, scene=i)`` takes; for a TIFF,
+        ``open_image(path, series=i)``), columns
         ``name``, ``dims`` (the file's own axes, e.g. ``λ Y X`` for a LIF emission sweep),
         ``sizes``, ``dtype``, ``pixel_size_x_um``, ``pixel_size_y_um``, ``pixel_size_z_um``
         (NaN where the file has none), ``pixel_size_source``, ``channels``.
@@ -535,6 +537,8 @@ def list_images(path: str | os.PathLike) -> Any:
             from . import nd2
 
             rows = nd2.list_nd2(p)
+        elif fmt == "tiff":
+            rows = [_describe_single(p, series=i) for i in range(_tiff_series_count(p))]
         else:
             rows = [_describe_single(p)]
     except ClemlabError as exc:
@@ -572,19 +576,29 @@ def _short_list(names: Sequence[str] | None, keep: int = 4) -> str:
     return f"{', '.join(names[:keep - 1])}, ..., {names[-1]} ({len(names)})"
 
 
-def _describe_single(path: Path) -> dict[str, Any]:
-    """The one row of a file that holds one image (read lazily, metadata only)."""
+def _tiff_series_count(path: Path) -> int:
+    """How many images (tifffile series) a TIFF holds; pyramid levels belong to their series."""
+    import tifffile
+
+    with tifffile.TiffFile(os.fspath(path)) as tf:
+        return max(1, len(tf.series))
+
+
+def _describe_single(path: Path, series: int = 0) -> dict[str, Any]:
+    """The row of one image of a file (read lazily, metadata only); ``series`` picks the image
+    of a multi-image TIFF (``open_image(path, series=...)``)."""
     from ..errors import MissingPixelSizeError
 
+    kw = {"series": series} if series else {}
     calibrated = True
     try:
-        img = open_image(path, lazy=True)
+        img = open_image(path, lazy=True, **kw)
     except MissingPixelSizeError:
-        img = open_image(path, lazy=True, pixel_size=1.0)  # only to learn dims, sizes and dtype
+        img = open_image(path, lazy=True, pixel_size=1.0, **kw)  # only to learn dims, sizes and dtype
         calibrated = False
     px = {d: float(v) for d, v in img.clem.pixel_size.items()} if calibrated else {}
     return {
-        "name": Path(path).name,
+        "name": Path(path).name if not series else f"{Path(path).name} series {series}",
         "dims": tuple(img.dims),
         "sizes": dict(img.sizes),
         "dtype": str(img.dtype),
