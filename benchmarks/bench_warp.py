@@ -141,7 +141,8 @@ def _warm(name: str) -> None:
         import clemlab as cl
 
         img = cl.as_image(small, pixel_size=PIXEL, origin=(STAGE, STAGE), modality="EM")
-        _write(cl.warp(img, _transform(256, "affine"), like=img, chunks=128), os.path.join(warm_out, "w.zarr"))
+        like = cl.as_image(small, pixel_size=PIXEL, origin=(STAGE, STAGE), modality="OUT")
+        _write(cl.warp(img, _transform(256, "affine"), like=like, chunks=128), os.path.join(warm_out, "w.zarr"))
     elif name == "dask-image":
         from dask_image.ndinterp import affine_transform
 
