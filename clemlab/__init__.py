@@ -24,6 +24,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS = {
     "as_image": "image",
     "describe": "_repr",
+    "progress": "progress",
     "is_image": "image",
     "check_image": "image",
     "open_image": "io",

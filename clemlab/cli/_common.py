@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,56 +210,14 @@ def single_channel(img, path: str, role: str, option: str):
     return img
 
 
-def _progress_bar(out) -> Any:
-    """A dask callback drawing one line on ``out``: the share of the current computation's
-    tasks done, which computation this is (a writer streams a large image in several), and
-    the time since the start. Redrawn at most every half second."""
-    from dask.callbacks import Callback
-
-    class Bar(Callback):
-        def __init__(self):
-            super().__init__()
-            self.part, self.t0, self.drawn = 0, time.monotonic(), 0.0
-
-        def _start_state(self, dsk, state):
-            self.part += 1
-            self._draw(state, force=True)
-
-        def _posttask(self, key, result, dsk, state, worker_id):
-            self._draw(state)
-
-        def _finish(self, dsk, state, errored):
-            self._draw(state, force=True)
-
-        def _draw(self, state, force=False):
-            now = time.monotonic()
-            if not force and now - self.drawn < 0.5:
-                return
-            self.drawn = now
-            done = len(state["finished"])
-            total = done + sum(len(state[k]) for k in ("ready", "waiting", "running"))
-            share = done / total if total else 1.0
-            bar = "#" * int(30 * share)
-            out.write(f"\r[{bar:<30}] {share:4.0%} of part {self.part} | {now - self.t0:5.1f} s")
-            out.flush()
-
-    return Bar()
-
-
 @contextlib.contextmanager
 def progress(label: str, enabled: bool = True):
-    """Show a progress line on stderr while the block computes with dask; prints ``label``
-    first. dask's callbacks are as before on exit."""
-    if not enabled:
+    """Show a progress line on stderr while the block computes with dask (see
+    :func:`clemlab.progress`)."""
+    from ..progress import progress as show_progress
+
+    with show_progress(label, enabled=enabled, stream=sys.stderr):
         yield
-        return
-    print(label, file=sys.stderr, flush=True)
-    bar = _progress_bar(sys.stderr)
-    try:
-        with bar:
-            yield
-    finally:
-        print(file=sys.stderr, flush=True)
 
 
 def guarded_write(out: Path, write: Callable[[], Any]) -> Any:
