@@ -1,5 +1,5 @@
 """What several commands share: reading landmark files of any format, opening images with
-command-line options, refusing to replace outputs, writing JSON results, showing progress.
+command-line options, refusing to replace outputs, writing JSON results.
 
 Heavy libraries are imported inside the functions, so ``clemlab --help`` stays fast.
 """
@@ -7,13 +7,11 @@ Heavy libraries are imported inside the functions, so ``clemlab --help`` stays f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
 import os
 import shutil
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -208,16 +206,6 @@ def single_channel(img, path: str, role: str, option: str):
         names = [str(c) for c in img.coords["c"].values]
         raise ClemlabError(f"the {role} image {path} has {len(names)} channels {names}; pick one with {option} NAME")
     return img
-
-
-@contextlib.contextmanager
-def progress(label: str, enabled: bool = True):
-    """Show a progress line on stderr while the block computes with dask (see
-    :func:`clemlab.progress`)."""
-    from ..progress import progress as show_progress
-
-    with show_progress(label, enabled=enabled, stream=sys.stderr):
-        yield
 
 
 def guarded_write(out: Path, write: Callable[[], Any]) -> Any:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ClemlabError
 from ._common import (LANDMARK_FORMATS, MODELS_HELP, Formatter, add_units_options, check_output, describe_output,
-                      guarded_write, open_input, para, progress, register_or_load, single_channel)
+                      guarded_write, open_input, para, register_or_load, single_channel)
 
 __all__ = ["add_parser"]
 
@@ -66,6 +67,7 @@ def _output_kind(out: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..correlate import correlate, stack_channels
     from ..io import write_ome_tiff, write_ome_zarr
+    from ..progress import progress
 
     kind = _output_kind(args.out)
     out = check_output(args.out, args.overwrite)  # before any work: nothing is lost to a bad path
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     corr = correlate(em, lm, reg, order=args.order)
     channels = ["EM"] + ([str(c) for c in corr["LM"].coords["c"].values] if "c" in corr["LM"].dims else ["LM"])
     size = " x ".join(str(n) for n in corr["EM"].shape)
-    with progress(f"warping LM onto the EM grid ({size} px) and writing {out}", not args.no_progress):
+    with progress(f"warping LM onto the EM grid ({size} px) and writing {out}", enabled=not args.no_progress,
+                  stream=sys.stderr):
         if kind == "zarr":
             guarded_write(out, lambda: write_ome_zarr(corr, out, overwrite=args.overwrite))
         else:
