@@ -4,7 +4,8 @@ The warnings name a problem and what to do about it: mirrored data, a degenerate
 (condition number of the centred source landmarks above :data:`MAX_CONDITION`), a scale
 outside :data:`SCALE_RANGE` (both frames are in µm, so the scale should be close to 1), a
 stretch (ratio of the linear part's singular values) above :data:`MAX_STRETCH`, an ambiguous
-3-D-to-2-D projection, RANSAC outliers, pairs far off when left out, a model too simple
+3-D-to-2-D projection, RANSAC outliers (and a consensus under twice the pairs the model
+needs), pairs far off when left out, a model too simple
 for the landmarks (lack of fit), exactly determined fits, and noise borrowed from an affine
 fit.
 """
@@ -78,6 +79,12 @@ def registration_warnings(reg: Registration) -> list[str]:
         )
     if reg.outliers:
         out.append(f"RANSAC rejected {len(reg.outliers)} pair(s) as outliers: {', '.join(reg.outliers)}.")
+        need = model_class(reg.model)[0].required_points(k, **reg.options)
+        if n < 2 * need:  # too few spare pairs to notice a true pair rejected or a lucky subset
+            out.append(f"Only {n} of {n + len(reg.outliers)} pairs agree with the {reg.model} fit, fewer than "
+                       f"twice the {need} it needs: so small a consensus cannot show whether RANSAC "
+                       "kept a chance subset or rejected good pairs, and the predicted errors assume "
+                       "it did neither. Check the rejected pairs, add landmarks, or fit a simpler model.")
     lof = reg.lack_of_fit
     misfit = lof is not None and lof.rejected
     model_misfit = misfit and lof.next_fits

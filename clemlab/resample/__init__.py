@@ -45,8 +45,10 @@ Before anything is built, :mod:`~clemlab.resample.checks` refuses a transform wh
 are not the image's and ``like``'s, a ``fill`` the dtype cannot hold, and a map that folds,
 collapses an axis or scales µm by more than 1000x over the output grid.
 
-All matrices and coordinates are taken relative to the output chunk and to the footprint's
-first source pixel, so stage coordinates of 10^5 µm keep sub-pixel exactness.
+All matrices and coordinates are taken relative to the output chunk (OpenCV with a linear
+map: to a tile of a 512-px grid fixed in the output, so any output chunking gives the same
+bits) and to the footprint's first source pixel, so stage coordinates of 10^5 µm keep
+sub-pixel exactness.
 
 Memory: each task allocates its output chunk with numpy and returns it; source footprints
 and coordinate maps are assembled in per-thread scratch buffers of bounded size

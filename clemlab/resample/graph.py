@@ -112,7 +112,8 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
             for sidx in itertools.product(*ranges):
                 keys.append((src_data.name,) + lidx + sidx)
                 starts.append(tuple(int(bounds[k][i]) for k, i in enumerate(sidx)))
-            spec = dict(starts=starts, lo=tuple(lo), hi=tuple(hi), nlead=nlead, map=imap, out_start=start,
+            spec = dict(starts=starts, lo=tuple(lo), hi=tuple(hi), src_shape=tuple(src_shape), nlead=nlead,
+                        out_total=tuple(int(sum(c)) for c in out_chunks), map=imap, out_start=start,
                         out_shape=shape, order=order, fill=fill, dtype=dtype, method=method)
             if planned:
                 spec["plan_index"] = plan_index

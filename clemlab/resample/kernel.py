@@ -23,6 +23,7 @@ from .plan import _plan
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 _CV_MAX_SIDE = 32767  # OpenCV's limit on image sides (SHRT_MAX)
 _SUB = 8  # second-stage upsampling factor of the coarse map (px)
+_TILE = 512  # side of the output grid that OpenCV calls for linear maps start on (px)
 _STRIP_ROWS = 256  # output rows per remap strip: its map (8 bytes per pixel) stays in cache
 
 
@@ -120,9 +121,11 @@ def _swap_matrix() -> np.ndarray:
 
 def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple,
                    lo: np.ndarray, order: int, fill: float, plan: tuple | None = None,
-                   rows: _RowAssembly | None = None) -> np.ndarray:
-    """OpenCV resampling of each plane of ``flat`` (P, rows, cols) onto one output chunk (P,
-    rows, cols); with ``rows`` (cells plans only), ``flat`` is its buffer, filled as the cells need it."""
+                   rows: _RowAssembly | None = None, src_shape: tuple | None = None,
+                   out_total: tuple | None = None) -> np.ndarray:
+    """OpenCV resampling of each plane of ``flat`` (P, rows, cols), the footprint from source
+    index ``lo`` of a source image of ``src_shape`` (rows, cols), onto one output chunk (P,
+    rows, cols) of an output of ``out_total`` (rows, cols); with ``rows`` (cells plans only), ``flat`` is its buffer, filled as the cells need it."""
     interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
@@ -133,16 +136,68 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
             return _warp_cells(cv2, flat, data, shape, interp, border, rows)
         nodes, g = data
         return _remap_strips(cv2, flat, nodes, g, shape, interp, border)
-    # chunk-relative index matrix, then (row, col) -> (x, y) for OpenCV
-    m = _shift(-lo) @ imap.matrix @ _shift(np.asarray(start, np.float64))
-    p = _swap_matrix()
-    mcv = p @ m @ p
-    dsize = (shape[1], shape[0])
     out = np.empty((len(flat),) + tuple(shape), flat.dtype)
-    for pl, view in zip(flat, out):
-        if imap.affine:
-            got = cv2.warpAffine(pl, mcv[:2], dsize, dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)
-        else:
-            got = cv2.warpPerspective(pl, mcv, dsize, dst=view, flags=interp | cv2.WARP_INVERSE_MAP, **border)
-        _into(got, view)
+    p = _swap_matrix()
+    flags = interp | cv2.WARP_INVERSE_MAP
+    for t0, box, patch, t_lo in _canonical_tiles(flat, imap.matrix, start, shape, lo, src_shape):
+        # tile-relative index matrix, then (row, col) -> (x, y) for OpenCV
+        mcv = p @ _shift(-t_lo) @ imap.matrix @ _shift(np.asarray(t0, np.float64)) @ p
+        (r0, r1), (c0, c1) = box  # the part of the tile inside the chunk, tile-relative
+        size = [min(_TILE, n - t) for n, t in zip(out_total, t0)]  # the whole tile, clipped to the output
+        gr, gc = t0[0] + r0 - start[0], t0[1] + c0 - start[1]
+        whole = (r0, c0, r1, c1) == (0, 0, *size)
+        for k, pl in enumerate(patch):
+            view = out[k, gr : gr + r1 - r0, gc : gc + c1 - c0]
+            # the whole tile (OpenCV's result at a pixel depends on the call's origin and size), then cropped
+            dst = view if whole else None
+            if imap.affine:
+                got = cv2.warpAffine(pl, mcv[:2], size[::-1], dst=dst, flags=flags, **border)
+            else:
+                got = cv2.warpPerspective(pl, mcv, size[::-1], dst=dst, flags=flags, **border)
+            _into(got if whole else got[r0:r1, c0:c1], view)
     return out
+
+
+def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: tuple, lo: np.ndarray,
+                     src_shape: tuple):
+    """The tiles of the global output grid of side :data:`_TILE` that meet one output chunk.
+
+    OpenCV rounds each output pixel's source position to 1/32 px in fixed point from the
+    matrix and the pixel's position relative to the first pixel of the call, and its float
+    kernels near the source's edges depend on the call's size and source patch, so a pixel's
+    value depends on the call. Every call therefore computes one whole tile of a grid fixed in
+    the output (independent of the chunking) from the source patch fixed by that tile alone
+    (its footprint, clipped to the image): a pixel gets the same bits in every chunking. A
+    tile cut by the chunk is computed whole and cropped.
+
+    Yields ``(t0, box, patch, t_lo)``: the tile's first output index (row, col); the rows and
+    columns ``((r0, r1), (c0, c1))`` of the tile inside the chunk (tile-relative); the source
+    planes of the tile's footprint (P, rows, cols), zero where the chunk's footprint ``flat``
+    (from source index ``lo``) does not reach, which only pixels outside the chunk read; and
+    the footprint's first source index ``t_lo`` (row, col).
+    """
+    lo = np.asarray(lo, np.int64)
+    hi = lo + np.array(flat.shape[1:])
+    n_src = np.array(src_shape, np.int64)
+    firsts = [range(s // _TILE * _TILE, s + n, _TILE) for s, n in zip(start, shape)]
+    for t0 in itertools.product(*firsts):
+        corners = np.array([[t0[0] + a, t0[1] + b, 1.0] for a in (0, _TILE - 1) for b in (0, _TILE - 1)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mapped = corners @ matrix.T
+            mapped = mapped[:, :2] / mapped[:, 2:]  # w = 1 for affine maps
+        if np.all(np.isfinite(mapped)):  # the same margins as the chunk's footprint
+            t_lo = np.maximum(0, np.floor(mapped.min(axis=0)) - 1).astype(np.int64)
+            t_hi = np.minimum(n_src, np.ceil(mapped.max(axis=0)) + 2).astype(np.int64)
+        else:  # a projective horizon crosses the tile
+            t_lo, t_hi = np.zeros(2, np.int64), n_src
+        t_hi = np.maximum(t_hi, t_lo + 1)
+        box = tuple((max(s, t) - t, min(s + n, t + _TILE) - t) for s, n, t in zip(start, shape, t0))
+        a, b = np.maximum(t_lo, lo), np.minimum(t_hi, hi)
+        if np.all(a == t_lo) and np.all(b == t_hi):
+            patch = flat[:, a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1]]
+        else:
+            patch = np.zeros((len(flat), *(t_hi - t_lo)), flat.dtype)
+            if np.all(b > a):
+                patch[:, a[0] - t_lo[0] : b[0] - t_lo[0], a[1] - t_lo[1] : b[1] - t_lo[1]] = \
+                    flat[:, a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1]]
+        yield t0, box, patch, t_lo.astype(np.float64)
