@@ -120,12 +120,12 @@ def _swap_matrix() -> np.ndarray:
 
 
 def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, shape: tuple,
-                   lo: np.ndarray, order: int, fill: float, plan: tuple | None = None,
-                   rows: _RowAssembly | None = None, src_shape: tuple | None = None,
-                   out_total: tuple | None = None) -> np.ndarray:
+                   lo: np.ndarray, src_shape: tuple, out_total: tuple, order: int, fill: float,
+                   plan: tuple | None = None, rows: _RowAssembly | None = None) -> np.ndarray:
     """OpenCV resampling of each plane of ``flat`` (P, rows, cols), the footprint from source
     index ``lo`` of a source image of ``src_shape`` (rows, cols), onto one output chunk (P,
-    rows, cols) of an output of ``out_total`` (rows, cols); with ``rows`` (cells plans only), ``flat`` is its buffer, filled as the cells need it."""
+    rows, cols) of an output of ``out_total`` (rows, cols); with ``rows`` (cells plans only),
+    ``flat`` is its buffer, filled as the cells need it."""
     interp = cv2.INTER_NEAREST if order == 0 else cv2.INTER_LINEAR
     border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
     if imap.matrix is None:
@@ -139,16 +139,16 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
     out = np.empty((len(flat),) + tuple(shape), flat.dtype)
     p = _swap_matrix()
     flags = interp | cv2.WARP_INVERSE_MAP
-    for t0, box, patch, t_lo in _canonical_tiles(flat, imap.matrix, start, shape, lo, src_shape):
+    tiles = _canonical_tiles(flat, imap.matrix, start, shape, lo, src_shape, out_total)
+    for t0, size, box, patch, t_lo in tiles:
         # tile-relative index matrix, then (row, col) -> (x, y) for OpenCV
         mcv = p @ _shift(-t_lo) @ imap.matrix @ _shift(np.asarray(t0, np.float64)) @ p
         (r0, r1), (c0, c1) = box  # the part of the tile inside the chunk, tile-relative
-        size = [min(_TILE, n - t) for n, t in zip(out_total, t0)]  # the whole tile, clipped to the output
         gr, gc = t0[0] + r0 - start[0], t0[1] + c0 - start[1]
         whole = (r0, c0, r1, c1) == (0, 0, *size)
         for k, pl in enumerate(patch):
             view = out[k, gr : gr + r1 - r0, gc : gc + c1 - c0]
-            # the whole tile (OpenCV's result at a pixel depends on the call's origin and size), then cropped
+            # the whole tile (a pixel's value depends on the call's origin and size), then cropped
             dst = view if whole else None
             if imap.affine:
                 got = cv2.warpAffine(pl, mcv[:2], size[::-1], dst=dst, flags=flags, **border)
@@ -159,7 +159,7 @@ def _opencv_planes(cv2: Any, flat: np.ndarray, imap: _IndexMap, start: tuple, sh
 
 
 def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: tuple, lo: np.ndarray,
-                     src_shape: tuple):
+                     src_shape: tuple, out_total: tuple):
     """The tiles of the global output grid of side :data:`_TILE` that meet one output chunk.
 
     OpenCV rounds each output pixel's source position to 1/32 px in fixed point from the
@@ -170,7 +170,8 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
     (its footprint, clipped to the image): a pixel gets the same bits in every chunking. A
     tile cut by the chunk is computed whole and cropped.
 
-    Yields ``(t0, box, patch, t_lo)``: the tile's first output index (row, col); the rows and
+    Yields ``(t0, size, box, patch, t_lo)``: the tile's first output index (row, col); its
+    size (rows, cols: :data:`_TILE`, clipped to the output of ``out_total``); the rows and
     columns ``((r0, r1), (c0, c1))`` of the tile inside the chunk (tile-relative); the source
     planes of the tile's footprint (P, rows, cols), zero where the chunk's footprint ``flat``
     (from source index ``lo``) does not reach, which only pixels outside the chunk read; and
@@ -181,7 +182,8 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
     n_src = np.array(src_shape, np.int64)
     firsts = [range(s // _TILE * _TILE, s + n, _TILE) for s, n in zip(start, shape)]
     for t0 in itertools.product(*firsts):
-        corners = np.array([[t0[0] + a, t0[1] + b, 1.0] for a in (0, _TILE - 1) for b in (0, _TILE - 1)])
+        size = [min(_TILE, n - t) for n, t in zip(out_total, t0)]
+        corners = np.array([[t0[0] + a, t0[1] + b, 1.0] for a in (0, size[0] - 1) for b in (0, size[1] - 1)])
         with np.errstate(divide="ignore", invalid="ignore"):
             mapped = corners @ matrix.T
             mapped = mapped[:, :2] / mapped[:, 2:]  # w = 1 for affine maps
@@ -200,4 +202,4 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
             if np.all(b > a):
                 patch[:, a[0] - t_lo[0] : b[0] - t_lo[0], a[1] - t_lo[1] : b[1] - t_lo[1]] = \
                     flat[:, a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1]]
-        yield t0, box, patch, t_lo.astype(np.float64)
+        yield t0, size, box, patch, t_lo.astype(np.float64)

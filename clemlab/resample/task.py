@@ -42,8 +42,8 @@ def _resample(src: np.ndarray, spec: dict, plan: tuple | None = None,
         # core while the other dask thread reads or writes (one OpenCV thread per task, or
         # calls split into bands small enough to run serially, are slower: bench_warp.py)
         cv2 = _opencv.load()
-        out = _opencv_planes(cv2, flat, imap, start, shape, lo, order, fill, plan, rows, spec["src_shape"],
-                             spec["out_total"])
+        out = _opencv_planes(cv2, flat, imap, start, shape, lo, spec["src_shape"], spec["out_total"],
+                             order, fill, plan, rows)
     else:
         out = _scipy_planes(flat, imap, start, shape, lo, order, fill)
     return _cast(out, dtype).reshape(lead + tuple(shape))
