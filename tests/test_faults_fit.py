@@ -99,7 +99,6 @@ def test_outliers_refusal_over_seeds_never_silent():
         assert _max_error(reg, truth) < 0.25 or reg.warnings[1:]
 
 
-
 def test_consensus_under_twice_the_minimal_set_is_doubted():
     # 5 pairs of 20 agree (3 define an affine): a lucky subset, or a good pair rejected, cannot
     # be told from a right fit, so the fit is never returned without a word
@@ -110,6 +109,7 @@ def test_consensus_under_twice_the_minimal_set_is_doubted():
                             "than twice the 3 it needs") for w in reg.warnings)
     clean = register(Landmarks.from_points(*_pairs(12, outliers=10)[1:3]), "affine", robust=True)
     assert not any(w.startswith("Only") for w in clean.warnings)  # 10 of 20 agree: no doubt
+
 
 # -- item 6: a model too simple for the landmarks ------------------------------------------
 

@@ -8,7 +8,6 @@ a display pixel (per axis) of the intended physical positions.
 from __future__ import annotations
 
 import gc
-
 import json
 import re
 import os

@@ -16,6 +16,18 @@ SCRATCH_BYTES_PER_THREAD = 64 * 2**20
 _SCRATCH = threading.local()  # .buffers: {key: uint8 buffer}, per thread
 
 
+def source_bounds(points: np.ndarray, margin: float, src_shape: tuple) -> tuple[list, list]:
+    """The source index range ``[lo, hi)`` per axis that an output region reads: ``margin`` px
+    beyond the source positions ``points`` (N, D) of its samples, clipped to the image of
+    ``src_shape``; the whole image where a position is not finite (a projective horizon
+    crosses the region)."""
+    if not np.all(np.isfinite(points)):
+        return [0] * len(src_shape), list(src_shape)
+    lo = [max(0, int(math.floor(v - margin))) for v in points.min(axis=0)]
+    hi = [min(n, int(math.ceil(v + margin)) + 1) for v, n in zip(points.max(axis=0), src_shape)]
+    return lo, hi
+
+
 def _scratch(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """A per-thread reusable work buffer of ``shape`` (contents undefined).
 

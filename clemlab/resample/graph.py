@@ -10,12 +10,12 @@ cover it (:func:`clemlab.resample.task._warp_task`).
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import ImageError
+from .footprint import source_bounds
 from .index_map import _chunk_rows, _IndexMap, map_tolerance
 from .kernel import _CV_MAX_SIDE
 from .plan import _plan
@@ -51,7 +51,6 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
     src_shape = src_data.shape[nlead:]
     lead_chunks = src_data.chunks[:nlead]
     bounds = [np.concatenate([[0], np.cumsum(c)]) for c in src_data.chunks[nlead:]]
-    d = len(src_shape)
     margin = footprint_radius(order)  # source px an output pixel's value depends on, per axis
     name = "clemlab-warp-" + tokenize(src_data.name, imap.tf.to_dict(), imap.src_m, imap.dst_m, out_chunks,
                                       order, fill, str(dtype), method)
@@ -83,11 +82,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
         extra = 0.0
         if imap.matrix is None:  # curvature between samples: 4 px plus 2 % of the span
             extra = 4 + 0.02 * float(np.max(hi_f - lo_f))
-        if np.all(np.isfinite(pts)):
-            lo = [max(0, int(math.floor(v - margin - extra))) for v in lo_f]
-            hi = [min(n, int(math.ceil(v + margin + extra)) + 1) for v, n in zip(hi_f, src_shape)]
-        else:  # a projective horizon crosses the chunk: read everything
-            lo, hi = [0] * d, list(src_shape)
+        lo, hi = source_bounds(pts, margin + extra, src_shape)
         empty = any(h <= l for l, h in zip(lo, hi))
         if planned and not empty:
             gkey = tuple(i // _PLAN_GROUP for i in bidx)

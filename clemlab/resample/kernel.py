@@ -15,15 +15,16 @@ from typing import Any
 import numpy as np
 
 from .. import transforms as _tf
-from .footprint import _RowAssembly, _scratch
+from .footprint import _RowAssembly, _scratch, source_bounds
 from .index_map import _chunk_rows, _IndexMap, _shift, map_tolerance
 from .plan import _plan
+from .spline import footprint_radius
 
 #: dtypes OpenCV resamples (others go to scipy)
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 _CV_MAX_SIDE = 32767  # OpenCV's limit on image sides (SHRT_MAX)
 _SUB = 8  # second-stage upsampling factor of the coarse map (px)
-_TILE = 512  # side of the output grid that OpenCV calls for linear maps start on (px)
+_TILE = 512  # side of the output grid whose tiles OpenCV's linear-map calls compute (px)
 _STRIP_ROWS = 256  # output rows per remap strip: its map (8 bytes per pixel) stays in cache
 
 
@@ -179,7 +180,6 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
     """
     lo = np.asarray(lo, np.int64)
     hi = lo + np.array(flat.shape[1:])
-    n_src = np.array(src_shape, np.int64)
     firsts = [range(s // _TILE * _TILE, s + n, _TILE) for s, n in zip(start, shape)]
     for t0 in itertools.product(*firsts):
         size = [min(_TILE, n - t) for n, t in zip(out_total, t0)]
@@ -187,12 +187,8 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
         with np.errstate(divide="ignore", invalid="ignore"):
             mapped = corners @ matrix.T
             mapped = mapped[:, :2] / mapped[:, 2:]  # w = 1 for affine maps
-        if np.all(np.isfinite(mapped)):  # the same margins as the chunk's footprint
-            t_lo = np.maximum(0, np.floor(mapped.min(axis=0)) - 1).astype(np.int64)
-            t_hi = np.minimum(n_src, np.ceil(mapped.max(axis=0)) + 2).astype(np.int64)
-        else:  # a projective horizon crosses the tile
-            t_lo, t_hi = np.zeros(2, np.int64), n_src
-        t_hi = np.maximum(t_hi, t_lo + 1)
+        t_lo, t_hi = (np.array(b, np.int64) for b in source_bounds(mapped, footprint_radius(1), src_shape))
+        t_hi = np.maximum(t_hi, t_lo + 1)  # a tile that reads nothing still gets a 1-px source
         box = tuple((max(s, t) - t, min(s + n, t + _TILE) - t) for s, n, t in zip(start, shape, t0))
         a, b = np.maximum(t_lo, lo), np.minimum(t_hi, hi)
         if np.all(a == t_lo) and np.all(b == t_hi):
