@@ -183,9 +183,81 @@ def test_correct_models_do_not_warn():
             assert not any("cannot explain" in w for w in reg.warnings)
 
 
-def test_interpolating_model_has_no_lack_of_fit_test():
+def test_spline_left_out_errors_equal_refits_without_each_pair():
+    rng = np.random.default_rng(13)
+    src = rng.uniform(0, FIELD, (12, 2))
+    dst = src + 0.4 * np.sin(src / 7.0) + rng.normal(0, 0.03, src.shape)
+    tps = T.ThinPlateSpline.from_estimate(src, dst)
+    matrix, power = tps.leave_one_out()
+    refits = [T.ThinPlateSpline.from_estimate(np.delete(src, i, 0), np.delete(dst, i, 0)) for i in range(len(src))]
+    misses = [refit(src[i:i + 1])[0] - dst[i] for i, refit in enumerate(refits)]
+    np.testing.assert_allclose(np.abs(matrix @ dst), np.abs(misses), rtol=1e-8, atol=1e-10)
+    reg = register(Landmarks.from_points(src, dst), "tps", n_bootstrap=10)
+    np.testing.assert_allclose(np.linalg.norm(matrix @ dst, axis=1), reg.loo_errors, rtol=1e-8)
+    # the power: 0 at the controls, and the left-out spline's power at its missing control,
+    # the spline's normalisation being that of all controls (the kriging variance factor)
+    assert np.allclose(tps.power(src), 0, atol=1e-9)
+    assert np.all(tps.power(rng.uniform(0, FIELD, (50, 2))) > 0)
+    def spread(p):
+        return np.sqrt(np.mean(np.sum((p - p.mean(0)) ** 2, axis=1)))
+    i = 4  # on its own normalisation (spread of its controls) the left-out spline's power scales by spread²
+    ratio2 = (spread(src) / spread(np.delete(src, i, 0))) ** 2
+    assert refits[i].power(src[i:i + 1])[0] == pytest.approx(power[i] * ratio2, rel=1e-8)
+
+
+def _smooth_pairs(seed, amp, n=12):
+    """``n`` pairs of an affine map plus a smooth sinusoidal deformation of ``amp`` µm
+    (period about 50 µm, as the field), 30 nm source and 5 nm target noise; the truth."""
+    rng = np.random.default_rng(seed)
+    lin = _similar(rng, 0.02)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+
+    def truth(q):
+        return lin(q) + amp * np.c_[np.sin(q[:, 1] / 8 + phase[0]), np.sin(q[:, 0] / 8 + phase[1])]
+    src_true = rng.uniform(0, FIELD, (n, 2))
+    src = src_true + rng.normal(0, 0.03, src_true.shape)
+    dst = truth(src_true) + rng.normal(0, 0.005, src_true.shape)
+    return truth, Landmarks.from_points(src, dst, sigma_src=0.03, sigma_dst=0.005)
+
+
+def test_spline_errors_between_landmarks_are_predicted_from_its_left_out_errors():
+    # a deformation that 12 landmarks sample coarsely: the spline is wrong between them by
+    # far more than the noise; its predicted errors say by how much (RMS of error/prediction ~ 1)
+    rng = np.random.default_rng(5)
+    for amp in (0.0, 0.3, 1.0):  # noise alone, then deformations the landmarks sample coarsely
+        ratios = []
+        for seed in range(40):
+            truth, lms = _smooth_pairs(500 + seed, amp)
+            reg = register(lms, "tps", n_bootstrap=30, seed=0)
+            q = rng.uniform(5, 45, (10, 2))
+            ratios.append(np.mean(np.sum((reg.transform(q) - truth(q)) ** 2, axis=1) / reg.predicted_error(q) ** 2))
+            assert reg.predicted_error(lms.src()).max() < 0.1  # still the noise's size at the landmarks
+        assert 0.7 < np.sqrt(np.mean(ratios)) < 1.3, amp
+
+
+def test_spline_missing_a_bump_that_one_landmark_sees_warns():
+    truth, lms = _smooth_pairs(21, 0.0, n=20)
+    src, dst = lms.src(), lms.dst()
+    dst[0] += [1.0, -0.8]  # a bump at P1 alone: the others cannot predict it
+    reg = register(Landmarks.from_points(src, dst, sigma_src=0.03, sigma_dst=0.005), "tps", n_bootstrap=30, seed=0)
+    lof = reg.lack_of_fit
+    assert lof.test == "leave-one-out" and lof.rejected and lof.ratio >= cl.registration.SPLINE_MISFIT_RATIO
+    words = [w for w in reg.warnings if w.startswith("The thin-plate spline misses the landmarks it is not given by ")]
+    assert len(words) == 1 and f"{lof.ratio:.1f}x" in words[0] and "structure finer than the landmarks' spacing" in words[0]
+    assert "plus the spline's error between landmarks that its left-out errors show" in reg.summary()
+
+
+def test_spline_on_noise_alone_never_warns():
+    for seed in range(20):
+        _, lms = _smooth_pairs(400 + seed, 0.0, n=20)  # affine truth, noise only
+        reg = register(lms, "tps", n_bootstrap=20, seed=0)
+        assert reg.lack_of_fit.test == "leave-one-out" and not reg.lack_of_fit.rejected
+        assert not any("leave-one-out test" in w for w in reg.warnings)
+
+
+def test_smoothed_spline_has_no_lack_of_fit_test():
     _, src, dst, _ = _pairs(12, n=10, shear=0.03)
-    reg = register(Landmarks.from_points(src, dst), "tps", n_bootstrap=20)
+    reg = register(Landmarks.from_points(src, dst), "tps", n_bootstrap=20, smoothing=0.1)
     assert reg.lack_of_fit is None and reg.error_inflation == 1.0
 
 

@@ -24,7 +24,8 @@ names without an underscore are shared between these modules):
 ``result``
     :class:`Registration`: residuals, leave-one-out errors, error prediction, diagnostics.
 ``lack_of_fit``
-    Is the model too simple for the landmarks? (chi-square or F test, error inflation).
+    Is the model too simple for the landmarks? (chi-square or F test; for an exact
+    thin-plate spline, its left-out errors against the noise; error inflation).
 ``report``
     Plain-language warnings and the text/HTML summary.
 ``comparison``
@@ -41,7 +42,7 @@ from .result import Registration
 
 # The thresholds of the warnings and outlier flags, documented in register() and reachable
 # as clemlab.registration.SCALE_RANGE etc.
-from .lack_of_fit import LACK_OF_FIT_P  # noqa: F401, E402
+from .lack_of_fit import LACK_OF_FIT_P, SPLINE_MISFIT_RATIO  # noqa: F401, E402
 from .noise import OUTLIER_P  # noqa: F401, E402
 from .report import MAX_CONDITION, MAX_STRETCH, SCALE_RANGE  # noqa: F401, E402
 

@@ -71,7 +71,11 @@ def register(landmarks: Landmarks, model: str = "affine", *, robust: bool = Fals
     outliers (left-out error beyond the 99.9 % bound of the noise model, see
     ``Registration.outlier_flags``), and a model too simple for the landmarks (lack-of-fit
     test at ``LACK_OF_FIT_P`` = 0.001, see ``Registration.lack_of_fit``; the predicted errors
-    are then inflated by the residual ratio when the noise was stated).
+    are then inflated by the residual ratio when the noise was stated). An exact thin-plate
+    spline is tested by its left-out errors instead: where they exceed what the noise
+    explains, its predicted errors add the deformation between landmarks that they show,
+    and it warns when they are significantly and at least ``SPLINE_MISFIT_RATIO`` = 2 times
+    that.
     """
     if not isinstance(landmarks, Landmarks):
         raise RegistrationError(

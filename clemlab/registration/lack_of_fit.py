@@ -11,6 +11,25 @@ against the next model up (:data:`NEXT_MODEL`) by the F-test of nested least-squ
 When the chi-square test rejects the model, the predicted errors are inflated by
 ``sqrt(chi² / (K N - p))`` (the ratio of the residuals to what the noise explains), so a
 misspecified fit at least does not claim the precision of a correct one.
+
+An exact thin-plate spline has no residuals to test: it passes through every landmark. What
+can be tested is how well it predicts a landmark it was not given. Its left-out errors are a
+linear map of the targets (:meth:`ThinPlateSpline.leave_one_out`), so their size under the
+noise alone is known exactly: ``Q = sum_i |e_i|² / s_i`` (``s_i`` the per-axis variance of
+``e_i`` under the noise) has mean ``K N``, and its distribution is taken as a scaled
+chi-square with the same mean and variance (Satterthwaite), or the matching F when the noise
+was estimated. Left-out errors beyond the noise measure the deformation between the
+landmarks that the spline does not see. Read as kriging (the spline is the kriging
+interpolator of such a deformation), the spline without pair ``i`` misses it at landmark
+``i`` with per-axis variance ``sigma² P_i`` (``P_i`` its power there), and the full spline
+misses it at any ``q`` with ``sigma² P(q)`` (:meth:`ThinPlateSpline.power`: zero at the
+landmarks, largest in the gaps between them and outside them). So ``sigma²`` is estimated
+from the excess, ``sum_i (|e_i|² / K - s_i) / sum_i P_i`` (at least 0), and the
+predicted errors add ``sigma² P(q)`` per axis to the noise's. The test rejects (and the
+registration warns) when the excess is both significant and large (RMS ratio at least
+:data:`SPLINE_MISFIT_RATIO`): a smooth field sampled by well-spread landmarks already leaves
+left-out errors somewhat above the noise, which the added error covers without a warning.
+Structure that no landmark sees cannot be detected by any test on the landmarks.
 """
 
 from __future__ import annotations
@@ -20,15 +39,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..transforms import ThinPlateSpline
 from .models import _n_params, model_class
 
 if TYPE_CHECKING:
     from .result import Registration
 
-__all__ = ["LACK_OF_FIT_P", "LackOfFit"]
+__all__ = ["LACK_OF_FIT_P", "SPLINE_MISFIT_RATIO", "LackOfFit"]
 
 #: Significance level of the lack-of-fit test (chance of a warning on a correct model).
 LACK_OF_FIT_P = 1e-3
+
+#: Smallest RMS left-out error of an exact thin-plate spline, over what the noise explains,
+#: that the leave-one-out test rejects (at ``LACK_OF_FIT_P``) and warns about.
+SPLINE_MISFIT_RATIO = 2.0
 
 #: The next more flexible model each model is tested against.
 NEXT_MODEL = {"translation": "rigid", "rigid": "similarity", "similarity": "affine",
@@ -43,23 +67,29 @@ class LackOfFit:
     Attributes
     ----------
     test : str
-        ``"chi-square"`` (noise known) or ``"F"`` (against :attr:`next_model`).
+        ``"chi-square"`` (noise known), ``"F"`` (against :attr:`next_model`) or
+        ``"leave-one-out"`` (an exact thin-plate spline's left-out errors against the noise).
     statistic : float
         chi² or F.
     p_value : float
         Chance of a statistic this large if the model were right.
     ratio : float
-        RMS residual over what the noise explains (chi-square), or over what the next model
-        up leaves (F): 1 for a model that fits.
+        RMS residual over what the noise explains (chi-square), over what the next model
+        up leaves (F), or RMS left-out error over what the noise explains (leave-one-out):
+        about 1 for a model that fits.
     next_model : str or None
         The next more flexible model that could be fitted.
     next_ratio : float
         Its ratio (chi-square test: its residuals over the noise); NaN when not fitted.
     rejected : bool
-        ``p_value < LACK_OF_FIT_P``.
+        ``p_value < LACK_OF_FIT_P`` (leave-one-out test: and ``ratio >= SPLINE_MISFIT_RATIO``).
     next_fits : bool
         The next model passes the same test: a more flexible model is the cure. When it
         fails too, wrong pairs or an understated localisation error are likelier.
+    field_variance : float
+        Leave-one-out test: ``sigma²`` (µm², per axis, per unit of the spline's power) of the
+        deformation between landmarks that the spline does not see; the predicted errors
+        add ``field_variance * transform.power(q)`` per axis. 0 for the other tests.
     """
 
     test: str
@@ -70,22 +100,27 @@ class LackOfFit:
     next_ratio: float
     rejected: bool
     next_fits: bool = True
+    field_variance: float = 0.0
 
     @property
     def inflation(self) -> float:
-        """Factor applied to the predicted errors: ``ratio`` when the chi-square test rejects, else 1."""
+        """Factor applied to the predicted errors: ``ratio`` when the chi-square test rejects,
+        else 1 (the leave-one-out test adds :attr:`field_variance` instead)."""
         return self.ratio if self.rejected and self.test == "chi-square" else 1.0
 
 
 def lack_of_fit(reg: Registration) -> LackOfFit | None:
     """The lack-of-fit test of ``reg``, or None where no test applies (no residual degrees of
-    freedom, a 3-D-to-2-D projection, a thin-plate spline, unknown noise without a next model)."""
+    freedom, a 3-D-to-2-D projection, unknown noise without a next model, a smoothed or
+    BigWarp-parameterised thin-plate spline)."""
     from scipy.stats import chi2, f
 
     src, dst = reg.landmarks.src(), reg.landmarks.dst()
     n, k = dst.shape
+    if reg.model == "tps":
+        return _spline_test(reg, src, dst)
     dof = k * n - reg.n_params
-    if dof <= 0 or src.shape[1] != k or reg.model in ("tps", "rigid-projection"):
+    if dof <= 0 or src.shape[1] != k or reg.model == "rigid-projection":
         return None
     nxt, nxt_rss, nxt_dof = _next_fit(reg, src, dst)
     w = 1.0 / reg._var
@@ -103,6 +138,36 @@ def lack_of_fit(reg: Registration) -> LackOfFit | None:
     p = float(f.sf(stat, extra, nxt_dof))
     ratio = float(np.sqrt((rss / dof) / (nxt_rss / nxt_dof)))
     return LackOfFit("F", stat, p, ratio, nxt, 1.0, p < LACK_OF_FIT_P)
+
+
+def _spline_test(reg: Registration, src: np.ndarray, dst: np.ndarray) -> LackOfFit | None:
+    """The leave-one-out test of an exact thin-plate spline (module notes); None when the
+    spline is smoothed or BigWarp's inverse, the noise is unknown, or too few pairs remain
+    for a left-out refit."""
+    from scipy.stats import chi2, f
+
+    n, k = dst.shape
+    var = reg._var
+    if (not isinstance(reg.transform, ThinPlateSpline) or reg.options.get("smoothing", 0)
+            or n <= ThinPlateSpline.required_points(k) or not np.all(np.isfinite(var))):
+        return None
+    left_out, power = reg.transform.leave_one_out()
+    errors = left_out @ dst  # (N, K) left-out errors
+    s = left_out**2 @ var  # per-axis variance of each left-out error under the noise
+    e2 = np.sum(errors**2, axis=1)
+    stat = float(np.sum(e2 / s))
+    m = (left_out / s[:, None]).T @ left_out * var[None, :]  # Q = sum over axes of y' M y
+    mean, spread = k * n, 2.0 * k * float(np.sum(m * m.T))  # E Q = K tr(MV) = K N, Var Q = 2 K tr((MV)²)
+    scale, dof = spread / (2.0 * mean), 2.0 * mean**2 / spread
+    noise_dof = reg.noise_dof
+    if np.isfinite(noise_dof):
+        p = float(f.sf(stat / scale / dof, dof, noise_dof))
+    else:
+        p = float(chi2.sf(stat / scale, dof))
+    ratio = float(np.sqrt(stat / mean))
+    field = max(0.0, float(np.sum(e2 / k - s) / np.sum(power)))
+    return LackOfFit("leave-one-out", stat, p, ratio, None, float("nan"),
+                     p < LACK_OF_FIT_P and ratio >= SPLINE_MISFIT_RATIO, next_fits=False, field_variance=field)
 
 
 def _next_fit(reg: Registration, src: np.ndarray, dst: np.ndarray) -> tuple[str | None, float, int]:

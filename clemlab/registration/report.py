@@ -112,6 +112,12 @@ def registration_warnings(reg: Registration) -> list[str]:
 
 def _lack_of_fit_words(model: str, lof) -> str:
     """The plain-words warning of a rejected lack-of-fit test."""
+    if lof.test == "leave-one-out":
+        return (f"The thin-plate spline misses the landmarks it is not given by {lof.ratio:.1f}x what the "
+                f"localisation error explains (leave-one-out test, p = {lof.p_value:.1g}): the deformation "
+                "has structure finer than the landmarks' spacing, or some pairs are wrong. The predicted "
+                "errors include that structure, growing away from the landmarks; add landmarks where "
+                "the left-out errors (loo_errors) are largest, or check those pairs.")
     if lof.test == "chi-square":
         text = (f"{model.capitalize()} cannot explain these landmarks: residuals are {lof.ratio:.1f}x the "
                 f"localisation error (chi-square test, p = {lof.p_value:.1g}).")
@@ -131,6 +137,17 @@ def _lack_of_fit_words(model: str, lof) -> str:
             f"p = {lof.p_value:.1g}): try model='{lof.next_model}'. The predicted errors of this "
             "fit assume the model is right and are too small where the misfit is systematic."
             ).replace("an polynomial", "a polynomial")
+
+
+def _inflation_words(reg: Registration) -> str:
+    """What the predicted errors add to the noise's: an inflation, or the spline's error
+    between landmarks; empty when nothing."""
+    lof = reg.lack_of_fit
+    if lof is not None and lof.field_variance > 0:
+        return ", plus the spline's error between landmarks that its left-out errors show"
+    if reg.error_inflation > 1.0:
+        return f", inflated {reg.error_inflation:.2f}x to match the residuals"
+    return ""
 
 
 def _pair_rows(reg: Registration) -> list[tuple]:
@@ -176,7 +193,7 @@ def summary_text(reg: Registration) -> str:
         tre = reg.predicted_error(src)
         lines.append(f"localisation error (FLE, from {reg.fle_source}): {reg.fle * f:.1f} {u}; "
                      f"predicted mapping error at the landmarks: {np.mean(tre) * f:.1f} {u} mean "
-                     f"({reg.method})")
+                     f"({reg.method}{_inflation_words(reg)})")
     for w in reg.warnings:
         lines.append(f"WARNING: {w}")
     lines.append(f"{'pair':>8} {'residual ' + u:>12} {'left-out ' + u:>12} {'t (σ)':>6}")

@@ -122,7 +122,10 @@ class Registration:
         """Lack-of-fit test of the model (:class:`~clemlab.registration.lack_of_fit.LackOfFit`),
         or None where none applies. When its chi-square test rejects the model (residuals
         larger than the stated localisation error explains), the predicted errors are
-        inflated by its ``ratio`` and :attr:`warnings` say which model to try."""
+        inflated by its ``ratio`` and :attr:`warnings` say which model to try. An exact
+        thin-plate spline is tested by its left-out errors; where they exceed what the noise
+        explains, its predicted errors add the deformation it does not see between the
+        landmarks (``field_variance``)."""
         if self._lack_of_fit is False:
             self._lack_of_fit = lack_of_fit(self)
         return self._lack_of_fit
@@ -130,7 +133,7 @@ class Registration:
     @property
     def error_inflation(self) -> float:
         """Factor by which the predicted errors exceed what the stated noise alone gives
-        (1 unless the lack-of-fit test rejects the model)."""
+        (:attr:`LackOfFit.inflation`: 1 unless the lack-of-fit test rejects the model)."""
         lof = self.lack_of_fit
         return 1.0 if lof is None else lof.inflation
 
@@ -167,6 +170,12 @@ class Registration:
     def covariance(self, points: Any) -> np.ndarray:
         """Covariance of the mapped position of exactly known source points (µm²).
 
+        The landmark noise carried to the points (delta method or bootstrap, see
+        :meth:`predicted_error`), times :attr:`error_inflation` squared; for an exact
+        thin-plate spline, plus the deformation between landmarks that its left-out errors
+        show and it does not follow (``lack_of_fit.field_variance * transform.power(points)``
+        per axis: zero at the landmarks, largest in the gaps between them).
+
         Parameters
         ----------
         points : array_like, shape (N, D)
@@ -176,7 +185,12 @@ class Registration:
         -------
         numpy.ndarray, shape (N, D, D)
         """
-        return self._noise_covariance(points) * self.error_inflation**2
+        cov = self._noise_covariance(points) * self.error_inflation**2
+        lof = self.lack_of_fit
+        if lof is not None and lof.field_variance > 0:  # the exact spline's error between landmarks
+            q = _tf.as_points(points, self.transform.ndim)
+            cov = cov + (lof.field_variance * self.transform.power(q))[:, None, None] * np.eye(q.shape[1])
+        return cov
 
     def _noise_covariance(self, points: Any) -> np.ndarray:
         """Mapping covariance ``(N, D, D)`` (µm²) from the stated noise alone (no inflation)."""
@@ -221,7 +235,9 @@ class Registration:
           deviations ``d`` at each point, i.e. the RMS of the Gaussian error that has the same
           median (the covariance's shape comes from the central 90 % of the refits). It is a
           *typical* error: equal to the RMS when the error is Gaussian, as it nearly is for
-          well-determined fits, and insensitive to rare wild refits.
+          well-determined fits, and insensitive to rare wild refits. An exact thin-plate
+          spline adds the error of interpolating between landmarks, estimated from its
+          left-out errors (:meth:`covariance`).
 
         A projective map divides by ``h3 . (q, 1)``, which the landmark noise can push
         through zero (the fitted horizon crosses ``q``), so its error has a tail

@@ -17,6 +17,7 @@ from ..errors import TransformError
 from .base import FailedEstimation
 from .linear import Affine
 from .nonlinear import InverseTransform, NonLinearTransform
+from .points import as_points
 
 __all__ = ["ThinPlateSpline"]
 
@@ -93,6 +94,23 @@ def _kernel_sum(u: np.ndarray, controls: np.ndarray, weights: np.ndarray, grad: 
         else:
             np.matmul(_tps_kernel_sq(d2, lg), weights, out=out[i : i + n])
     return out
+
+
+def _system_matrix(u: np.ndarray, w: np.ndarray | None, smoothing: float) -> np.ndarray:
+    """The spline's linear system ``(N + D + 1, N + D + 1)`` for normalised sources ``u``
+    ``(N, D)``: kernel block (plus the weighted smoothing diagonal), bordered by the affine
+    part ``[1, u]`` and its side conditions."""
+    n, d = u.shape
+    a = np.zeros((n + d + 1, n + d + 1))
+    a[:n, :n] = _tps_kernel_sq(_sq_dists(u, u))
+    if smoothing > 0:
+        # weighted smoothing: less certain points (small weight) may deviate more
+        wts = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
+        a[:n, :n] += smoothing * np.diag(wts.max() / wts)
+    a[:n, n] = a[n, :n] = 1.0
+    a[:n, n + 1:] = u
+    a[n + 1:, :n] = u.T
+    return a
 
 
 class ThinPlateSpline(NonLinearTransform):
@@ -186,6 +204,71 @@ class ThinPlateSpline(NonLinearTransform):
                    d.get("smoothing", 0.0), source_frame=d.get("source_frame"),
                    target_frame=d.get("target_frame"), _targets=d.get("targets"))
 
+    def _system_inverse(self) -> np.ndarray:
+        """Inverse of the exact spline's system ``(N + D + 1, N + D + 1)``, on the spline's own
+        normalised coordinates (kept on the spline: it is immutable)."""
+        if self._smoothing:
+            raise TransformError("only the exact spline (smoothing = 0) has a power function and "
+                                 "closed-form left-out errors; a smoothed refit renormalises its smoothing")
+        if "_inverse_cache" not in self.__dict__:  # set once: transforms are immutable
+            self._inverse_cache = np.linalg.inv(_system_matrix(self._u(self._controls), None, 0.0))
+        return self._inverse_cache
+
+    def leave_one_out(self) -> tuple[np.ndarray, np.ndarray]:
+        """Closed-form left-out errors of the exact spline, and their power.
+
+        The spline through every pair but ``i``, evaluated at control ``i``, misses the target
+        ``t_i`` by ``e_i = (L @ t)_i`` up to sign (one row of ``L`` per pair, the same for every
+        axis): the spline is linear in its targets and its normalisation does not change it,
+        so all left-out errors follow from one inverse of the full system ``A``:
+        ``e_i = c_i / (A⁻¹)_ii`` with ``c = A⁻¹ [t; 0]`` (Rippa, Adv. Comput. Math. 11, 1999).
+        Under independent target noise of per-axis variance ``v_j``, ``e_i`` has per-axis
+        variance ``sum_j L_ij² v_j``; a deformation the splines do not see adds
+        ``sigma² / (A⁻¹)_ii`` (:meth:`power` of that spline at control ``i``).
+
+        Returns
+        -------
+        matrix : numpy.ndarray, shape (N, N)
+            ``L`` (dimensionless).
+        power : numpy.ndarray, shape (N,)
+            ``1 / (A⁻¹)_ii``: the power function of the spline without pair ``i`` at control ``i``.
+        """
+        n = len(self._controls)
+        block = self._system_inverse()[:n, :n]
+        diag = np.diag(block).copy()
+        return block / diag[:, None], 1.0 / diag
+
+    def power(self, points: Any) -> np.ndarray:
+        """The exact spline's power function: how little its controls pin it down at ``points``.
+
+        Read as kriging (the exact thin-plate spline is the kriging interpolator with the
+        generalised covariance ``U`` and a linear drift; Matheron 1980, Dubrule 1984): for a
+        deformation of per-axis variance scale ``sigma²``, the spline through its values at
+        the controls misses it at ``q`` by an error of per-axis variance
+        ``sigma² * power(q)``. Zero at the controls, growing between them and fast outside
+        their hull; on the spline's normalised coordinates (centre and RMS spread of the
+        controls), so ``sigma²`` must be estimated on the same spline (:meth:`leave_one_out`).
+
+        Parameters
+        ----------
+        points : array_like, shape (M, D)
+            Source points, µm, ``(x, y[, z])``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (M,)
+            Dimensionless, >= 0.
+        """
+        q = self._u(as_points(points, self.ndim))
+        a_inv = self._system_inverse()
+        cu = self._u(self._controls)
+        out = np.empty(len(q))
+        for i in range(0, len(q), 4096):  # blocks bound the (block, N + D + 1) temporaries
+            u = q[i : i + 4096]
+            b = np.c_[_tps_kernel_sq(_sq_dists(u, cu)), np.ones(len(u)), u]
+            out[i : i + 4096] = -np.einsum("ij,ij->i", b @ a_inv, b)
+        return np.maximum(out, 0.0)  # the kernel is conditionally positive definite: >= 0 up to rounding
+
     @classmethod
     def _estimate(cls, src, dst, w, smoothing: float = 0.0, bigwarp: bool = False):
         """``bigwarp=True``: parameterise as BigWarp does, with the exact spline built from
@@ -207,19 +290,11 @@ class ThinPlateSpline(NonLinearTransform):
                 "thin-plate spline cannot pass through different targets there: remove duplicates"
             )
         u = (src - centre) / scale
-        p = np.c_[np.ones(n), u]
         sv = np.linalg.svd(u, compute_uv=False)  # u is centred
         if sv[-1] <= 1e-10 * sv[0]:
             shape = "on one line (collinear)" if d == 2 else "in one plane (coplanar)"
             return FailedEstimation(f"the source landmarks lie {shape}; a thin-plate spline needs its affine part determined")
-        k = _tps_kernel_sq(_sq_dists(u, u))
-        if smoothing > 0:
-            # weighted smoothing: less certain points (small weight) may deviate more
-            k = k + smoothing * np.diag(w.max() / w)
-        a = np.zeros((n + d + 1, n + d + 1))
-        a[:n, :n] = k
-        a[:n, n:] = p
-        a[n:, :n] = p.T
+        a = _system_matrix(u, w, smoothing)
         rhs = np.zeros((n + d + 1, d))
         rhs[:n] = dst
         try:
