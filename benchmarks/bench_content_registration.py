@@ -17,7 +17,12 @@ grid points, over all trials, whose true error is within the predicted 95 % radi
 about 95 % when calibrated. "patch z" is the RMS per axis of each inlier match's true error
 over its own sigma (``details["match_sigma_um"]``); about 1 when calibrated.
 
-Run: python benchmarks/bench_content_registration.py [--trials 200]
+``--representation`` runs the clemlab rows with one or more of
+:data:`clemlab.imagereg.represent.KINDS` (``intensity``, ``gradient``, ``mind``, ``mi``) on
+the same seeded pairs, one pair of rows ("automatic", "clicks") per representation.
+
+Run: python benchmarks/bench_content_registration.py [--trials 200] [--no-sitk]
+[--representation intensity mind ...] [--first 0]
 """
 
 from __future__ import annotations
@@ -129,23 +134,30 @@ def sitk_mattes(d, start_matrix):
     return lambda p: p @ mat[:2, :2].T + mat[:2, 2]
 
 
-def main(n_trials, with_sitk):
-    rows = {"automatic": [], "clicks": [], "sitk automatic": [], "sitk clicks": []}
-    calib = {"automatic": ([], []), "clicks": ([], [])}
-    for seed in range(n_trials):
+def main(n_trials, with_sitk, representations=("intensity",), first=0):
+    names = [(f"{rep} {how}" if len(representations) > 1 else how, rep, how)
+             for rep in representations for how in ("automatic", "clicks")]
+    rows = {name: [] for name, _, _ in names}
+    rows.update({"sitk automatic": [], "sitk clicks": []})
+    calib = {name: ([], []) for name, _, _ in names}
+    for seed in range(first, first + n_trials):
         d = trial(seed)
         rng = np.random.default_rng(seed)
         clicks = two_clicks(d, rng)
-        for name, initial in (("automatic", None), ("clicks", clicks)):
+        line = []
+        for name, rep, how in names:
             t0 = time.perf_counter()
-            m = cl.register_images(d.lm, d.em, initial=initial)
+            m = cl.register_images(d.lm, d.em, initial=clicks if how == "clicks" else None, representation=rep)
             dt = time.perf_counter() - t0
             err = error_lm_px(d, m.registration.transform) if m.registration is not None else np.inf
             rows[name].append((err, m.verdict, dt))
+            cov = np.nan
             if m.registration is not None and m.verdict == "good":
-                cov, z = calibration(d, m)
-                calib[name][0].append(cov)
+                covered, z = calibration(d, m)
+                calib[name][0].append(covered)
                 calib[name][1].append(z)
+                cov = covered.mean()
+            line.append(f"{name} err {err:.3f} px {m.verdict} {dt:.1f} s cover95 {cov:.2f}")
         if with_sitk:
             for name, start in (("sitk automatic", np.eye(3)),
                                 ("sitk clicks", click_start(clicks, d))):
@@ -157,14 +169,11 @@ def main(n_trials, with_sitk):
                 except RuntimeError:
                     err = np.inf
                 rows[name].append((err, "-", time.perf_counter() - t0))
-        r = rows["automatic"][-1]
-        cov = calib["automatic"][0][-1].mean() if r[1] == "good" else np.nan
-        print(f"trial {seed}: auto err {r[0]:.3f} px {r[1]} {r[2]:.1f} s cover95 {cov:.2f}; clicks err "
-              f"{rows['clicks'][-1][0]:.3f} px {rows['clicks'][-1][1]} {rows['clicks'][-1][2]:.1f} s"
-              + (f"; sitk auto {rows['sitk automatic'][-1][0]:.2f} clicks {rows['sitk clicks'][-1][0]:.2f}" if with_sitk else ""),
-              flush=True)
-    print(f"\n{n_trials} trials (success: error <= 1 LM px; silent failure: verdict good and error > 2 LM px)")
-    print(f"{'method':16s} {'success':>8s} {'median err px':>14s} {'silent fail':>12s} {'good':>6s} {'median s':>9s}"
+            line.append(f"sitk auto {rows['sitk automatic'][-1][0]:.2f} clicks {rows['sitk clicks'][-1][0]:.2f}")
+        print(f"trial {seed}: " + "; ".join(line), flush=True)
+    print(f"\n{n_trials} trials, seeds {first}-{first + n_trials - 1} (success: error <= 1 LM px; "
+          "silent failure: verdict good and error > 2 LM px)")
+    print(f"{'method':24s} {'success':>8s} {'median err px':>14s} {'silent fail':>12s} {'good':>6s} {'median s':>9s}"
           f" {'cover95':>8s} {'patch z':>8s}")
     for name, r in rows.items():
         if not r:
@@ -178,7 +187,7 @@ def main(n_trials, with_sitk):
         if calib.get(name, ([], []))[0]:
             cover = float(np.mean(np.concatenate(calib[name][0])))
             zrms = float(np.sqrt(np.mean(np.concatenate(calib[name][1]) ** 2)))
-        print(f"{name:16s} {np.mean(err <= 1):8.1%} {np.median(err):14.3f} {silent:12.1%} {good:6.1%} {np.median(t):9.2f}"
+        print(f"{name:24s} {np.mean(err <= 1):8.1%} {np.median(err):14.3f} {silent:12.1%} {good:6.1%} {np.median(t):9.2f}"
               f" {cover:8.1%} {zrms:8.2f}")
 
 
@@ -186,5 +195,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--no-sitk", action="store_true", help="skip the SimpleITK baseline")
+    ap.add_argument("--representation", nargs="+", default=["intensity"],
+                    choices=["intensity", "gradient", "mind", "mi"],
+                    help="representation(s) of the clemlab rows, each run on the same pairs")
+    ap.add_argument("--first", type=int, default=0, help="seed of the first trial")
     a = ap.parse_args()
-    main(a.trials, not a.no_sitk)
+    main(a.trials, not a.no_sitk, tuple(a.representation), a.first)

@@ -1,5 +1,5 @@
-"""register_images: ground truth from synthetic_cells, refusal on pairs that do not match,
-and the real DeepCLEM array-tomography pair."""
+"""register_images: ground truth from synthetic_cells (with each representation), refusal on
+pairs that do not match, and the real DeepCLEM array-tomography pair."""
 
 import numpy as np
 import pytest
@@ -75,6 +75,35 @@ def test_refuses_different_fields_from_clicks():
     clicks = cl.Landmarks.from_points([[40.0, 40.0], [60.0, 55.0]], [[10.0, 10.0], [30.0, 25.0]])
     m = cl.register_images(a.lm, b.em, initial=clicks)
     assert m.verdict in ("failed", "ambiguous"), m.why
+
+
+# --- the other representations: MIND descriptors and mutual information -----------------
+NEW_KINDS = ("mind", "mi")
+PAIRS = [dict(seed=11, rotation=137.0, scale=1.1), dict(seed=12, rotation=250.0, scale=0.9, mirror=True)]
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
+@pytest.mark.parametrize("pair", PAIRS, ids=["rot137", "mirror250"])
+def test_representation_recovers_truth(kind, pair):
+    d = synthetic_cells(**pair)
+    m = cl.register_images(d.lm, d.em, representation=kind)
+    assert m.verdict == "good", m.why
+    assert _rms_error_lm_px(d, m.registration.transform) < 1.0
+    assert np.linalg.det(m.registration.transform.linear) < 0 if pair.get("mirror") else True
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_representation_refuses_different_fields(kind):
+    a, b = synthetic_cells(6), synthetic_cells(56)
+    m = cl.register_images(a.lm, b.em, representation=kind)
+    assert m.verdict != "good", m.why
+    assert m.confidence < 0.5
+
+
+def test_unknown_representation_is_refused():
+    d = synthetic_cells(5, rotation=0.0, scale=1.0)
+    with pytest.raises(ValueError, match="representation"):
+        cl.register_images(d.lm, d.em, representation="sift")
 
 
 def test_multichannel_needs_channel():

@@ -34,7 +34,8 @@ from .. import transforms as _tf
 from ..errors import RegistrationError
 from ..landmarks import Landmarks
 from .refine import fit_sigma, match_patches, robust_fit
-from .represent import plane_of, represent
+from .mi import optimise_pose
+from .represent import KINDS, plane_of, represent
 from .search import corners, global_search, same_pose
 
 #: Fewest consistent patch matches for any verdict but "failed".
@@ -233,15 +234,19 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     # field (finer maps add shot noise and stain detail the other modality lacks)
     finest = max(mv_full.step, fx_full.step, field_size / FINEST_PIXELS)
     coarse = max(finest, field_size / COARSE_PIXELS)
-    mv_c = represent(mv_full, coarse, representation, False)
-    fx_c = represent(fx_full, coarse, representation, inv)
+    if representation not in KINDS:
+        raise ValueError(f"representation must be one of {KINDS}, got {representation!r}")
+    # MI is not scored over all translations at once: its candidates come from intensity NCC
+    searched = "intensity" if representation == "mi" else representation
+    mv_c = represent(mv_full, coarse, searched, False)
+    fx_c = represent(fx_full, coarse, searched, inv)
     mirrors = (False, True) if mirror is None else (bool(mirror),)
     if initial is None:
         angle_step = math.degrees(1.4 / (COARSE_PIXELS / 2))
         angles = np.arange(0.0, 360.0, angle_step)
         lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
         scales = np.exp(_grid(lo, hi, 1.4 / (COARSE_PIXELS / 2)))
-        cands, scores = global_search(mv_c, fx_c, angles, scales, mirrors, keep=keep)
+        cands, scores = global_search(mv_c, fx_c, angles, scales, mirrors, keep=keep, kind=searched)
     else:
         starts, d_angle, d_scale = _seeded_grids(initial, coarse, field_size)
         cands, scores = [], []
@@ -253,7 +258,7 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
             scales = s0 * np.exp(_grid(-d_scale, d_scale, 0.05))
             centre = (np.linalg.inv(m) @ np.r_[corners(fx_c).mean(axis=0), 1.0])[:2]
             c, sc = global_search(mv_c, fx_c, angles, scales, (mir,), keep=keep,
-                                  centre=centre, radius=max(6.0, 3 * coarse))
+                                  centre=centre, radius=max(6.0, 3 * coarse), kind=searched)
             cands += c
             scores = np.r_[scores, sc]
         cands.sort(key=lambda c: -c.score)
@@ -277,7 +282,9 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
 
     def refine_at(step, matrix, mir, radius):
         mv, fx = rep(step)
-        m = match_patches(mv, fx, matrix, patch_um, radius)
+        if representation == "mi":
+            matrix = optimise_pose(mv, fx, matrix)
+        m = match_patches(mv, fx, matrix, patch_um, radius, kind=representation)
         new, inl = robust_fit(m, mir, tol=1.0 * step, seed=seed)
         return new, inl, m
 

@@ -8,6 +8,13 @@ plus white noise the peak position has variance ``(1 - c) / (c * n_eff * k)`` pi
 where ``c`` is the peak NCC, ``k`` the peak curvature (per pixel², NCC units) and
 ``n_eff`` the number of independent pixels in the patch. A robust similarity (or affine)
 fit of the pairs updates the pose; the radius shrinks as the pixel size does.
+
+What is matched follows the representation (``kind``): NCC of the maps, NCC of their MIND
+descriptors computed on the moving grid (:func:`~clemlab.imagereg.represent.describe`), or,
+for ``"mi"``, the mutual-information score of :func:`~clemlab.imagereg.mi.patch_mi` (a
+correlation-like 0..1 value), to which the same threshold and peak analysis apply. Whether a
+patch has texture is always judged on the map itself, since a descriptor normalised by local
+contrast makes a flat, noisy patch look structured.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import numpy as np
 
 from .. import transforms as _tf
 from .ncc import patch_ncc
-from .represent import Plane
+from .represent import Plane, describe
 from .search import warp_into
 
 #: Smallest peak NCC for a patch match to be kept.
@@ -52,11 +59,22 @@ class Matches:
     spacing: float = 0.0
 
 
-def match_patches(moving: Plane, fixed: Plane, matrix: np.ndarray, patch_um: float, radius_px: int) -> Matches:
-    """Match patches of ``moving`` against ``fixed`` warped by ``matrix`` (moving µm -> fixed µm)."""
+def match_patches(moving: Plane, fixed: Plane, matrix: np.ndarray, patch_um: float, radius_px: int,
+                  kind: str = "intensity") -> Matches:
+    """Match patches of ``moving`` against ``fixed`` warped by ``matrix`` (moving µm -> fixed µm).
+
+    ``moving`` and ``fixed`` are :func:`~clemlab.imagereg.represent.represent` maps of the
+    representation ``kind``; patches are ``patch_um`` (moving µm) square, searched within
+    ``radius_px`` moving pixels.
+    """
     step = moving.step
     pix = fixed.pixel_from_point() @ matrix @ moving.point_from_pixel()
-    warped, mask = warp_into(fixed, pix, moving.shape)
+    warped, mask = describe(kind, *warp_into(fixed, pix, moving.shape))
+    values, _ = describe(kind, moving.data, np.ones(moving.shape, np.float32))
+    if kind == "mi":
+        from .mi import patch_mi as score
+    else:
+        score = patch_ncc
     half = max(int(round(patch_um / step / 2)), 4)
     r = radius_px
     ny, nx = moving.shape
@@ -71,11 +89,12 @@ def match_patches(moving: Plane, fixed: Plane, matrix: np.ndarray, patch_um: flo
             win = (slice(row - half - r, row + half + r + 1), slice(col - half - r, col + half + r + 1))
             if mask[win].mean() < 0.9:
                 continue
-            tpl = moving.data[row - half:row + half + 1, col - half:col + half + 1]
+            inner = (slice(row - half, row + half + 1), slice(col - half, col + half + 1))
+            tpl = moving.data[inner]
             if tpl.std() < MIN_TEXTURE * texture_ref:
                 continue
             n_tried += 1
-            c = patch_ncc(warped[win], mask[win], tpl, r)
+            c = score(warped[(Ellipsis,) + win], mask[win], values[(Ellipsis,) + inner], r)
             k = np.unravel_index(int(np.argmax(c)), c.shape)
             c0 = float(c[k])
             if c0 < MIN_PATCH_NCC or min(k) == 0 or max(k) == 2 * r:

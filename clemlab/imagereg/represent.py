@@ -29,7 +29,7 @@ import numpy as np
 from .. import _opencv
 from ..errors import ImageError
 
-KINDS = ("intensity", "gradient")
+KINDS = ("intensity", "gradient", "mind", "mi")
 
 
 @dataclass
@@ -110,7 +110,9 @@ def _standardise(a: np.ndarray) -> np.ndarray:
 
 
 def represent(plane: Plane, step: float, kind: str, invert: bool) -> Plane:
-    """The ``kind`` representation of ``plane`` at pixel size ``step`` (see module notes)."""
+    """The ``kind`` map of ``plane`` at pixel size ``step`` (see module notes): always one
+    channel; ``"mind"`` and ``"mi"`` give the intensity map, which :func:`describe` (MIND) or
+    the MI scores (:mod:`clemlab.imagereg.mi`) use once both sides are on one grid."""
     if kind not in KINDS:
         raise ValueError(f"representation must be one of {KINDS}, got {kind!r}")
     p = resample(plane, step)
@@ -124,3 +126,19 @@ def represent(plane: Plane, step: float, kind: str, invert: bool) -> Plane:
         eps = float(np.median(mag)) + 1e-6
         a = (mag / (mag + eps)).astype(np.float32)
     return Plane(a, p.x0, p.y0, p.step)
+
+
+def describe(kind: str, data: np.ndarray, mask: np.ndarray, stage: str = "match") -> tuple[np.ndarray, np.ndarray]:
+    """What is compared of a map already on the common grid: ``(values, mask)``.
+
+    ``data`` (H, W) and its validity ``mask`` (H, W) are a :func:`represent` map, or the fixed
+    one resampled onto the moving grid. For ``"mind"`` the values are its MIND descriptors
+    (4, H, W) and the mask is eroded by their footprint (:func:`clemlab.imagereg.mind.mind`,
+    whose patch size depends on ``stage``, ``"search"`` or ``"match"``); for the other kinds
+    both are returned unchanged.
+    """
+    if kind == "mind":
+        from .mind import mind
+
+        return mind(data, mask, stage=stage)
+    return data, mask

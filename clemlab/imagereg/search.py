@@ -7,6 +7,10 @@ image at once. Each grid node keeps its best translation; poses are then merged 
 put the fixed field in nearly the same place, and the best few distinct ones are returned,
 best first, with the score distribution of all nodes (the null against which the best is
 judged).
+
+MIND descriptors (``kind="mind"``) are computed on the moving map once and on each resampled
+template, so that both are described on the moving grid (their offsets are directions of that
+grid); their channels are scored together by :class:`~clemlab.imagereg.ncc.MaskedSearch`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 
 from .. import _opencv
 from .ncc import MaskedSearch
-from .represent import Plane
+from .represent import Plane, describe
 
 
 @dataclass
@@ -66,7 +70,7 @@ def same_pose(m1: np.ndarray, m2: np.ndarray, fixed_corners: np.ndarray, tol: fl
 
 
 def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep: int = 6,
-                  centre=None, radius=None, min_overlap: float = 0.5):
+                  centre=None, radius=None, min_overlap: float = 0.5, kind: str = "intensity"):
     """Score every grid pose; return (distinct candidates best first, all node scores).
 
     Parameters
@@ -82,6 +86,9 @@ def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep:
         moving-frame point ``centre`` (x, y) are considered (a search seeded by clicks).
     min_overlap : float
         Least overlap, as a fraction of the template, for a translation to count.
+    kind : str
+        The representation ``moving`` and ``fixed`` are (:func:`~clemlab.imagereg.represent.describe`
+        turns them into what is scored).
     """
     step = moving.step
     fc = corners(fixed)
@@ -99,7 +106,8 @@ def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep:
         shape = (2 * hc + 1, 2 * wc + 1)
         hmax, wmax = max(hmax, shape[0]), max(wmax, shape[1])
         templates.append((lin, hc, wc, shape))
-    search = MaskedSearch(moving.data, np.ones(moving.shape, np.float32), (hmax, wmax))
+    mv_values, mv_mask = describe(kind, moving.data, np.ones(moving.shape, np.float32), "search")
+    search = MaskedSearch(mv_values, mv_mask, (hmax, wmax))
     to_mov_pt = moving.point_from_pixel()
     rows = np.arange(search.size[0])
     cols = np.arange(search.size[1])
@@ -111,7 +119,7 @@ def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep:
         tpl = np.eye(3)
         tpl[:2, :2] = lin * step
         tpl[:2, 2] = c_fix - lin @ np.array([wc * step, hc * step])
-        data, mask = warp_into(fixed, to_fix_px @ tpl, shape)
+        data, mask = describe(kind, *warp_into(fixed, to_fix_px @ tpl, shape), "search")
         if mask.sum() < 16:
             continue
         c, _ = search.ncc(data, mask, min_overlap * float(mask.sum()))
