@@ -20,9 +20,12 @@ over its own sigma (``details["match_sigma_um"]``); about 1 when calibrated.
 ``--representation`` runs the clemlab rows with one or more of
 :data:`clemlab.imagereg.represent.KINDS` (``intensity``, ``gradient``, ``mind``, ``mi``) on
 the same seeded pairs, one pair of rows ("automatic", "clicks") per representation.
+``--no-invert`` registers without inverting the EM (``invert=False``: the EM's dark chromatin
+meets the LM's bright stain), which shows which representations depend on the contrast
+relation being known.
 
 Run: python benchmarks/bench_content_registration.py [--trials 200] [--no-sitk]
-[--representation intensity mind ...] [--first 0]
+[--representation intensity mind ...] [--first 0] [--no-invert]
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ def sitk_mattes(d, start_matrix):
     return lambda p: p @ mat[:2, :2].T + mat[:2, 2]
 
 
-def main(n_trials, with_sitk, representations=("intensity",), first=0):
+def main(n_trials, with_sitk, representations=("intensity",), first=0, invert=None):
     names = [(f"{rep} {how}" if len(representations) > 1 else how, rep, how)
              for rep in representations for how in ("automatic", "clicks")]
     rows = {name: [] for name, _, _ in names}
@@ -147,7 +150,8 @@ def main(n_trials, with_sitk, representations=("intensity",), first=0):
         line = []
         for name, rep, how in names:
             t0 = time.perf_counter()
-            m = cl.register_images(d.lm, d.em, initial=clicks if how == "clicks" else None, representation=rep)
+            m = cl.register_images(d.lm, d.em, initial=clicks if how == "clicks" else None, representation=rep,
+                                   invert=invert)
             dt = time.perf_counter() - t0
             err = error_lm_px(d, m.registration.transform) if m.registration is not None else np.inf
             rows[name].append((err, m.verdict, dt))
@@ -199,5 +203,6 @@ if __name__ == "__main__":
                     choices=["intensity", "gradient", "mind", "mi"],
                     help="representation(s) of the clemlab rows, each run on the same pairs")
     ap.add_argument("--first", type=int, default=0, help="seed of the first trial")
+    ap.add_argument("--no-invert", action="store_true", help="do not invert the EM (see module notes)")
     a = ap.parse_args()
-    main(a.trials, not a.no_sitk, tuple(a.representation), a.first)
+    main(a.trials, not a.no_sitk, tuple(a.representation), a.first, False if a.no_invert else None)

@@ -93,6 +93,15 @@ def test_representation_recovers_truth(kind, pair):
 
 
 @pytest.mark.parametrize("kind", NEW_KINDS)
+def test_representation_ignores_the_contrast_sign(kind):
+    # EM not inverted: its dark chromatin meets the LM's bright stain; MIND and MI do not care
+    d = synthetic_cells(**PAIRS[0])
+    m = cl.register_images(d.lm, d.em, representation=kind, invert=False)
+    assert m.verdict == "good", m.why
+    assert _rms_error_lm_px(d, m.registration.transform) < 1.0
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
 def test_representation_refuses_different_fields(kind):
     a, b = synthetic_cells(6), synthetic_cells(56)
     m = cl.register_images(a.lm, b.em, representation=kind)

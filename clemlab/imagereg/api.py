@@ -3,15 +3,17 @@
 Pipeline (each step in its own module):
 
 1. :mod:`~clemlab.imagereg.represent`: both images as standardised density maps at a
-   common pixel size (EM inverted, so dense chromatin is bright on both sides).
+   common pixel size (EM inverted, so dense chromatin is bright on both sides), compared as
+   they are, as gradients, as MIND descriptors or by mutual information (``representation``).
 2. :mod:`~clemlab.imagereg.search`: masked NCC over a grid of rotations (full circle, or
    around a given start), scales (around the pixel-size ratio) and both mirror branches, all
    translations at once by FFT, at a coarse pixel size (the fixed field ~28 pixels across);
    the best few distinct poses are kept.
-3. :mod:`~clemlab.imagereg.refine`: for each kept pose, local patches are matched at twice
-   the coarse resolution and robustly fitted; the best pose (most consistent patches) is
-   refined level by level down to the coarser of the two pixel sizes; the last level's
-   patch matches, each with its own uncertainty, are the landmarks.
+3. :mod:`~clemlab.imagereg.refine`: for each kept pose (with ``representation="mi"`` first
+   moved to the MI maximum, :func:`~clemlab.imagereg.mi.optimise_pose`), local patches are
+   matched at twice the coarse resolution and robustly fitted; the best pose (most
+   consistent patches) is refined level by level down to the coarser of the two pixel
+   sizes; the last level's patch matches, each with its own uncertainty, are the landmarks.
 4. :func:`clemlab.register` fits the requested model to those landmarks with ``robust=True``,
    so residuals, left-out errors and the predicted error map mean what they mean for
    fiducials.
@@ -202,8 +204,19 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     invert : bool, optional
         Invert the fixed image's intensities (default: when the two modalities differ, as
         chromatin is bright in fluorescence and dark in EM).
-    representation : str
-        ``"intensity"`` (default) or ``"gradient"``; see :mod:`clemlab.imagereg.represent`.
+    representation : {"intensity", "gradient", "mind", "mi"}
+        What both images are compared as (:mod:`clemlab.imagereg.represent` has the figures
+        behind each choice). ``"intensity"`` (default): standardised density maps, EM
+        inverted, by masked NCC; the most accurate and fastest on nuclear-stain pairs.
+        ``"gradient"``: sign-free edge strength, for stains whose contrast is not a simple
+        inversion. ``"mind"``: MIND self-similarity descriptors, compared on the moving grid,
+        for pairs whose intensities are related by no single function (contrast sign and
+        non-linear remapping do not matter); about twice the time. ``"mi"``: the global
+        search uses ``"intensity"`` (MI cannot be scored over all translations at once), then
+        each pose is refined by maximising mutual information over the similarity's
+        parameters and its patches are matched by MI; for a monotone or non-monotone
+        intensity relation once the search has found the pose. The verdict reads the patch
+        matches the same way for every representation.
     keep : int
         Distinct coarse poses refined before choosing.
     seed : int
@@ -236,8 +249,10 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     coarse = max(finest, field_size / COARSE_PIXELS)
     if representation not in KINDS:
         raise ValueError(f"representation must be one of {KINDS}, got {representation!r}")
-    # MI is not scored over all translations at once: its candidates come from intensity NCC
+    # MI is not scored over all translations at once: its candidates come from intensity NCC,
+    # by its absolute value, since MI ignores the sign of the contrast relation
     searched = "intensity" if representation == "mi" else representation
+    signed = representation != "mi"
     mv_c = represent(mv_full, coarse, searched, False)
     fx_c = represent(fx_full, coarse, searched, inv)
     mirrors = (False, True) if mirror is None else (bool(mirror),)
@@ -246,7 +261,8 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
         angles = np.arange(0.0, 360.0, angle_step)
         lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
         scales = np.exp(_grid(lo, hi, 1.4 / (COARSE_PIXELS / 2)))
-        cands, scores = global_search(mv_c, fx_c, angles, scales, mirrors, keep=keep, kind=searched)
+        cands, scores = global_search(mv_c, fx_c, angles, scales, mirrors, keep=keep, kind=searched,
+                                      signed=signed)
     else:
         starts, d_angle, d_scale = _seeded_grids(initial, coarse, field_size)
         cands, scores = [], []
@@ -258,7 +274,7 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
             scales = s0 * np.exp(_grid(-d_scale, d_scale, 0.05))
             centre = (np.linalg.inv(m) @ np.r_[corners(fx_c).mean(axis=0), 1.0])[:2]
             c, sc = global_search(mv_c, fx_c, angles, scales, (mir,), keep=keep,
-                                  centre=centre, radius=max(6.0, 3 * coarse), kind=searched)
+                                  centre=centre, radius=max(6.0, 3 * coarse), kind=searched, signed=signed)
             cands += c
             scores = np.r_[scores, sc]
         cands.sort(key=lambda c: -c.score)

@@ -101,12 +101,14 @@ def resample(plane: Plane, step: float) -> Plane:
     return Plane(data, plane.x0 + shift, plane.y0 + shift, k * plane.step)
 
 
-def _standardise(a: np.ndarray) -> np.ndarray:
+def _standardise(a: np.ndarray, low: float = -8.0) -> np.ndarray:
+    """``(a - median) / (1.4826 MAD)``, clipped to ``[low, 30]``: the dense (bright) structures
+    keep their contrast, dark outliers are cut shorter unless ``low`` says otherwise."""
     med = float(np.median(a))
     mad = float(np.median(np.abs(a - med))) * 1.4826
     if mad <= 0:
         mad = float(a.std()) or 1.0
-    return np.clip((a - med) / mad, -8, 30).astype(np.float32)
+    return np.clip((a - med) / mad, low, 30).astype(np.float32)
 
 
 def represent(plane: Plane, step: float, kind: str, invert: bool) -> Plane:
@@ -117,7 +119,8 @@ def represent(plane: Plane, step: float, kind: str, invert: bool) -> Plane:
         raise ValueError(f"representation must be one of {KINDS}, got {kind!r}")
     p = resample(plane, step)
     a = -p.data if invert else p.data
-    a = _standardise(a)
+    # MIND is to be the same for a map and its inversion: clipped symmetrically
+    a = _standardise(a, -30.0 if kind == "mind" else -8.0)
     if kind == "gradient":
         cv2 = _opencv.load()
         a = cv2.GaussianBlur(a, (0, 0), 1.0)

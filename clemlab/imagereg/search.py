@@ -70,7 +70,8 @@ def same_pose(m1: np.ndarray, m2: np.ndarray, fixed_corners: np.ndarray, tol: fl
 
 
 def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep: int = 6,
-                  centre=None, radius=None, min_overlap: float = 0.5, kind: str = "intensity"):
+                  centre=None, radius=None, min_overlap: float = 0.5, kind: str = "intensity",
+                  signed: bool = True):
     """Score every grid pose; return (distinct candidates best first, all node scores).
 
     Parameters
@@ -89,6 +90,9 @@ def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep:
     kind : str
         The representation ``moving`` and ``fixed`` are (:func:`~clemlab.imagereg.represent.describe`
         turns them into what is scored).
+    signed : bool
+        False: a translation scores ``|NCC|``, so a match with inverted contrast counts as
+        much as a direct one (for a refinement whose score ignores the contrast sign, MI).
     """
     step = moving.step
     fc = corners(fixed)
@@ -123,6 +127,8 @@ def global_search(moving: Plane, fixed: Plane, angles, scales, mirrors, *, keep:
         if mask.sum() < 16:
             continue
         c, _ = search.ncc(data, mask, min_overlap * float(mask.sum()))
+        if not signed:
+            c = np.where(c > -1.0, np.abs(c), -1.0)  # -1 marks shifts with too little overlap
         if centre is not None:
             # moving-frame position of the template centre for each shift
             px = moving.x0 + (dx + wc) * step

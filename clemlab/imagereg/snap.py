@@ -4,8 +4,8 @@ A user clicks a structure in the moving image (LM) and roughly the same structur
 fixed image (EM). :func:`snap_point` takes the moving patch around the moving click, brings
 the fixed image onto the moving grid through the local linear part of the current mapping
 (re-centred so that the moving click lands on the fixed click), and finds where the patch
-matches best within a search radius, by masked NCC (the same representations and peak
-analysis as :func:`clemlab.register_images`' refinement). The answer is the fixed-frame
+matches best within a search radius, by masked NCC or mutual information (the same
+representations and peak analysis as :func:`clemlab.register_images`' refinement). The answer is the fixed-frame
 partner of the moving click and its uncertainty, or a refusal in words when the patch has no
 texture or no clear peak.
 """
@@ -34,7 +34,8 @@ class Snap:
     sigma : float
         Its 1-sigma uncertainty per axis, µm (from the NCC peak's height and sharpness).
     ncc : float
-        Peak normalised cross-correlation, -1..1.
+        Peak normalised cross-correlation, -1..1 (for ``representation="mi"``, the MI score
+        as a correlation, 0..1: :func:`clemlab.imagereg.mi.correlation`).
     moved : float
         Distance from the fixed click to ``point``, µm.
     """
@@ -92,8 +93,12 @@ def snap_point(moving, fixed, point, near, transform, *, channel=None, fixed_cha
     invert : bool, optional
         Invert the fixed image's intensities (default: when the modalities differ, as for
         LM -> EM, where bright stains meet dark membranes).
-    representation : {"intensity", "gradient"}
-        What is matched (see :mod:`clemlab.imagereg.represent`).
+    representation : {"intensity", "gradient", "mind", "mi"}
+        What is matched (see :mod:`clemlab.imagereg.represent`): the maps by NCC
+        (``"intensity"``, the default and most precise on nuclear-stain pairs;
+        ``"gradient"``), their MIND descriptors by NCC (``"mind"``, when the intensities are
+        related by no single function), or the maps by mutual information (``"mi"``, no pose
+        refinement here: only the local shift is searched).
 
     Returns
     -------
@@ -138,7 +143,7 @@ def snap_point(moving, fixed, point, near, transform, *, channel=None, fixed_cha
         raise RegistrationError(
             f"cannot snap near ({q[0]:.2f}, {q[1]:.2f}) µm: the search region reaches past the fixed "
             "image's edge; snap clicks further inside, or pass a smaller patch_um")
-    m = match_patches(window, fx, matrix, patch, radius_px)
+    m = match_patches(window, fx, matrix, patch, radius_px, kind=representation)
     if m.n_tried == 0:
         raise RegistrationError(
             f"cannot snap at ({p[0]:.2f}, {p[1]:.2f}) µm: the patch around the click is flat (no "
