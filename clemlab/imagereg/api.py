@@ -205,18 +205,23 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
         Invert the fixed image's intensities (default: when the two modalities differ, as
         chromatin is bright in fluorescence and dark in EM).
     representation : {"intensity", "gradient", "mind", "mi"}
-        What both images are compared as (:mod:`clemlab.imagereg.represent` has the figures
-        behind each choice). ``"intensity"`` (default): standardised density maps, EM
-        inverted, by masked NCC; the most accurate and fastest on nuclear-stain pairs.
-        ``"gradient"``: sign-free edge strength, for stains whose contrast is not a simple
-        inversion. ``"mind"``: MIND self-similarity descriptors, compared on the moving grid,
-        for pairs whose intensities are related by no single function (contrast sign and
-        non-linear remapping do not matter); about twice the time. ``"mi"``: the global
-        search uses ``"intensity"`` (MI cannot be scored over all translations at once), then
-        each pose is refined by maximising mutual information over the similarity's
-        parameters and its patches are matched by MI; for a monotone or non-monotone
-        intensity relation once the search has found the pose. The verdict reads the patch
-        matches the same way for every representation.
+        What both images are compared as; :mod:`clemlab.imagereg.represent` has the measured
+        figures behind each choice and the command that reproduces them.
+
+        - ``"intensity"`` (default): standardised density maps, EM inverted, by masked NCC;
+          as accurate as any and the fastest, but it needs the contrast relation
+          (``invert``) right (without it, pairs are refused).
+        - ``"gradient"``: sign-free edge strength; measured below ``"mind"`` and ``"mi"``.
+        - ``"mind"``: MIND self-similarity descriptors compared on the moving grid, for
+          pairs whose intensities are related by no single function (contrast sign and
+          non-linear remapping do not matter); about twice the time and error.
+        - ``"mi"``: the search uses ``"intensity"`` scored by ``|NCC|`` (MI cannot be scored
+          over all translations at once by FFT); each kept pose is then moved to the maximum
+          of mutual information over the similarity's parameters and its patches are
+          matched by MI; for an unknown contrast relation when the coarse density still
+          correlates up to sign; as accurate as ``"intensity"``, two to four times its time.
+
+        The verdict reads the patch matches the same way for every representation.
     keep : int
         Distinct coarse poses refined before choosing.
     seed : int

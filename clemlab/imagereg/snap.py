@@ -94,11 +94,11 @@ def snap_point(moving, fixed, point, near, transform, *, channel=None, fixed_cha
         Invert the fixed image's intensities (default: when the modalities differ, as for
         LM -> EM, where bright stains meet dark membranes).
     representation : {"intensity", "gradient", "mind", "mi"}
-        What is matched (see :mod:`clemlab.imagereg.represent`): the maps by NCC
-        (``"intensity"``, the default and most precise on nuclear-stain pairs;
+        What is matched (see :mod:`clemlab.imagereg.represent` for when each serves): the
+        maps by NCC (``"intensity"``, the default, which relies on ``invert``;
         ``"gradient"``), their MIND descriptors by NCC (``"mind"``, when the intensities are
-        related by no single function), or the maps by mutual information (``"mi"``, no pose
-        refinement here: only the local shift is searched).
+        related by no single function), or the maps by mutual information (``"mi"``; only
+        the local shift is searched, no pose refinement).
 
     Returns
     -------
