@@ -37,7 +37,7 @@ from ..errors import RegistrationError
 from ..landmarks import Landmarks
 from .refine import fit_sigma, match_patches, robust_fit
 from .mi import optimise_pose
-from .represent import KINDS, plane_of, represent
+from .represent import check_kind, plane_of, represent
 from .search import corners, global_search, same_pose
 
 #: Fewest consistent patch matches for any verdict but "failed".
@@ -243,6 +243,7 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     from ..registration import register
 
     t0 = time.perf_counter()
+    check_kind(representation)
     if isinstance(initial, Landmarks):
         initial.check_units(moving, fixed, "register_images(initial=...)")
     mv_full, fx_full = plane_of(moving, channel), plane_of(fixed, fixed_channel)
@@ -252,8 +253,6 @@ def register_images(moving, fixed, model: str = "similarity", initial: Any = Non
     # field (finer maps add shot noise and stain detail the other modality lacks)
     finest = max(mv_full.step, fx_full.step, field_size / FINEST_PIXELS)
     coarse = max(finest, field_size / COARSE_PIXELS)
-    if representation not in KINDS:
-        raise ValueError(f"representation must be one of {KINDS}, got {representation!r}")
     # MI is not scored over all translations at once: its candidates come from intensity NCC,
     # by its absolute value, since MI ignores the sign of the contrast relation
     searched = "intensity" if representation == "mi" else representation

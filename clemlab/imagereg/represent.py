@@ -156,12 +156,17 @@ def _standardise(a: np.ndarray, low: float = -8.0) -> np.ndarray:
     return np.clip((a - med) / mad, low, 30).astype(np.float32)
 
 
+def check_kind(kind: str) -> None:
+    """Refuse a representation name that is not one of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f"representation must be one of {KINDS}, got {kind!r}")
+
+
 def represent(plane: Plane, step: float, kind: str, invert: bool) -> Plane:
     """The ``kind`` map of ``plane`` at pixel size ``step`` (see module notes): always one
     channel; ``"mind"`` and ``"mi"`` give the intensity map, which :func:`describe` (MIND) or
     the MI scores (:mod:`clemlab.imagereg.mi`) use once both sides are on one grid."""
-    if kind not in KINDS:
-        raise ValueError(f"representation must be one of {KINDS}, got {kind!r}")
+    check_kind(kind)
     p = resample(plane, step)
     a = -p.data if invert else p.data
     # MIND is to be the same for a map and its inversion: clipped symmetrically
