@@ -31,8 +31,10 @@ through zarr-python. The group's ``clemlab.complete`` attribute is set once ever
 written, so the reader reports an absent chunk of such a store as damage.
 Each level's dask chunks are cut on that level's shard grid, so no two tasks ever write the
 same shard. The pyramid is written in passes (``dask.array.store``), one per square block of
-level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once: peak
-memory is bounded by one block, whatever the image size. Coarser levels whose shards span
+level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once; a
+pass's level-0 shards are written while the next pass computes, so peak memory is bounded by
+two blocks, whatever the image size. Levels are read back as dask chunks of at most
+READ_CHUNK_SIDE px a side, so a computation reads only the parts of shards it needs. Coarser levels whose shards span
 several blocks are completed pass after pass (zarr merges a partial shard write with what is
 stored).
 
@@ -48,6 +50,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +72,11 @@ DEFAULT_CHUNK = 512
 #: Inner chunks per shard side, in y and x.
 SHARD_CHUNKS = 8
 #: Level-0 bytes of the blocks that write_ome_zarr stores one after another (at least one shard).
-STORE_BLOCK_BYTES = 256 * 2**20
+STORE_BLOCK_BYTES = 128 * 2**20
+#: Largest default dask chunk side (y, x) of a level read from a sharded store, px: a shard is
+#: read in parts of whole inner chunks, so a lazy computation over a region reads only the
+#: parts it needs and holds blocks of a few MB.
+READ_CHUNK_SIDE = 2048
 
 
 def _fmt(path: Any) -> str:
@@ -241,9 +248,9 @@ class _TensorStoreTarget:
 
     ``target[region] = block`` hands the block to tensorstore and returns at once: tensorstore
     encodes (Blosc, checksum, shard index) and writes on its own threads while dask's threads
-    compute the next blocks, so compute and compression/IO overlap. :meth:`wait` blocks until
-    every write handed over so far is on disk (raising the first write error), and is called
-    after every pass, so at most one pass's blocks are held.
+    compute the next blocks, so compute and compression/IO overlap. :meth:`wait`, called after
+    every pass, blocks until the writes handed over are on disk (raising the first write
+    error), so at most two passes' blocks are held.
     """
 
     def __init__(self, path: Path):
@@ -252,15 +259,36 @@ class _TensorStoreTarget:
         self._array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
                               open=True).result()
         self._pending: list = []
+        self._pass = 0  # the pass whose writes are being handed over (see wait)
+        self._lock = threading.Lock()
 
     def __setitem__(self, region: tuple, block: np.ndarray) -> None:
         # the block is not modified after the hand-over, so tensorstore may keep it without a copy
-        self._pending.append(self._array[region].write(np.asarray(block), can_reference_source_data_indefinitely=True))
+        future = self._array[region].write(np.asarray(block), can_reference_source_data_indefinitely=True)
+        with self._lock:  # dask's threads hand blocks over concurrently
+            # a future keeps its block until it is dropped: finished writes are checked and let go
+            self._pending = [(p, f) for p, f in self._pending if not _finished(f)] + [(self._pass, future)]
 
-    def wait(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+    def wait(self, *, but_last_pass: bool = False) -> None:
+        """Block until the writes handed over are on disk (raising the first write error); with
+        ``but_last_pass``, only those handed over before the previous call, so the writes of
+        the pass just computed go on while the next pass computes. Called between passes."""
+        keep = []
+        for p, future in self._pending:
+            if but_last_pass and p == self._pass:
+                keep.append((p, future))
+            else:
+                future.result()
+        self._pending = keep
+        self._pass += 1
+
+
+def _finished(future: Any) -> bool:
+    """Whether a tensorstore write is done (raising its error, if it failed)."""
+    if future.done():
+        future.result()
+        return True
+    return False
 
 
 def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int], shards: list[tuple]) -> None:
@@ -303,7 +331,12 @@ def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int]
                      lock=False, compute=True)
             for k in keep:  # coarser levels read back shards this pass wrote in part
                 if hasattr(targets[k], "wait"):
-                    targets[k].wait()
+                    # level-0 shards belong to one block each, so the next pass computes while this
+                    # one's are written; peak memory then holds at most two blocks' writes
+                    targets[k].wait(but_last_pass=k == 0)
+    for target in targets:
+        if hasattr(target, "wait"):
+            target.wait()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -699,7 +732,7 @@ class _CheckedArray:
                 f"{_fmt(self.store)}: chunk {' or '.join(self._keys(region))} is damaged and cannot be "
                 f"decoded ({type(exc).__name__}: {exc}); copy the store again from its source or rewrite it"
             ) from None
-        if not np.any(block != self.arr.fill_value):
+        if self.complete and _all_equal(block, self.arr.fill_value):
             self._check_present(region)
         return block
 
@@ -715,10 +748,34 @@ class _CheckedArray:
                 "source or rewrite it")
 
 
+def _all_equal(block: np.ndarray, value: Any) -> bool:
+    """Whether every element of ``block`` equals ``value`` (a spread sample first: a block that
+    holds an image differs from the fill somewhere in it, and is told so without a full pass)."""
+    flat = block.reshape(-1)
+    if flat.size > 4096 and np.any(flat[:: flat.size // 1024] != value):
+        return False
+    return not np.any(block != value)
+
+
+def _read_chunks(arr: Any) -> tuple[int, ...]:
+    """Default dask chunks of a stored array: its shards (else its chunks), split in y and x
+    into parts of at most READ_CHUNK_SIDE px that are whole inner chunks."""
+    grid = arr.shards or arr.chunks
+    if arr.shards is None:
+        return tuple(grid)
+    out = []
+    for g, c in zip(grid, arr.chunks):
+        if g > READ_CHUNK_SIDE and c < g:  # the largest multiple of c dividing g, at most the side
+            parts = [k * c for k in range(1, g // c + 1) if g % (k * c) == 0 and k * c <= READ_CHUNK_SIDE]
+            g = max(parts) if parts else c
+        out.append(g)
+    return tuple(out)
+
+
 def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None, group: Any = None):
     """Read one level of an OME-Zarr image (NGFF 0.4-0.6, folder or URL) lazily as a
-    :class:`clemlab.io.RawImage`; one dask chunk per shard (zarr v3) or chunk (v2) unless
-    ``chunks`` says otherwise.
+    :class:`clemlab.io.RawImage`; one dask chunk per shard, or per part of a shard of at most
+    READ_CHUNK_SIDE px a side (zarr v3), or per chunk (v2), unless ``chunks`` says otherwise.
 
     Used by :func:`clemlab.io.open_image` (which applies the user's overrides).
     """
@@ -741,7 +798,7 @@ def read_ome_zarr(path: str | os.PathLike, *, level: int = 0, chunks: Any = None
                               f"({type(exc).__name__}: {exc}); the OME-Zarr is incomplete or damaged") from None
     complete = (attrs.get("clemlab") or {}).get("complete") is True and arr.metadata.zarr_format == 3
     source = _CheckedArray(arr, str(path), complete)
-    data = da.from_array(source, chunks=chunks if chunks is not None else (arr.shards or arr.chunks),
+    data = da.from_array(source, chunks=chunks if chunks is not None else _read_chunks(arr),
                          asarray=False, fancy=False, name=f"clemlab-ome-zarr-{dask_tokenize(source)}")
     clem = (attrs.get("clemlab") or {}).get("attrs") or {}
     channels = None

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import transforms as _tf
-from .footprint import _RowAssembly, _scratch, source_bounds
+from .footprint import _RowAssembly, _scratch
 from .index_map import _chunk_rows, _IndexMap, _shift, map_tolerance
 from .plan import _plan
 from .spline import footprint_radius
@@ -180,22 +180,34 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
     """
     lo = np.asarray(lo, np.int64)
     hi = lo + np.array(flat.shape[1:])
-    firsts = [range(s // _TILE * _TILE, s + n, _TILE) for s, n in zip(start, shape)]
-    for t0 in itertools.product(*firsts):
-        size = [min(_TILE, n - t) for n, t in zip(out_total, t0)]
-        corners = np.array([[t0[0] + a, t0[1] + b, 1.0] for a in (0, size[0] - 1) for b in (0, size[1] - 1)])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mapped = corners @ matrix.T
-            mapped = mapped[:, :2] / mapped[:, 2:]  # w = 1 for affine maps
-        t_lo, t_hi = (np.array(b, np.int64) for b in source_bounds(mapped, footprint_radius(1), src_shape))
-        t_hi = np.maximum(t_hi, t_lo + 1)  # a tile that reads nothing still gets a 1-px source
+    firsts = [np.arange(s // _TILE * _TILE, s + n, _TILE) for s, n in zip(start, shape)]
+    t0s = np.stack(np.meshgrid(*firsts, indexing="ij"), axis=-1).reshape(-1, 2)  # (T, 2)
+    sizes = np.minimum(_TILE, np.asarray(out_total) - t0s)
+    # every tile's four corners mapped at once, each with the same operations whatever the
+    # chunk, so a tile's source footprint does not depend on the chunk that computes it
+    r = (t0s[:, 0:1] + np.stack([0 * sizes[:, 0], 0 * sizes[:, 0], sizes[:, 0] - 1, sizes[:, 0] - 1], 1)).astype(np.float64)
+    c = (t0s[:, 1:2] + np.stack([0 * sizes[:, 1], sizes[:, 1] - 1, 0 * sizes[:, 1], sizes[:, 1] - 1], 1)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = matrix[2, 0] * r + matrix[2, 1] * c + matrix[2, 2]
+        rows = (matrix[0, 0] * r + matrix[0, 1] * c + matrix[0, 2]) / w  # (T, 4); w = 1 for affine maps
+        cols = (matrix[1, 0] * r + matrix[1, 1] * c + matrix[1, 2]) / w
+    margin = footprint_radius(1)
+    finite = np.isfinite(rows).all(axis=1) & np.isfinite(cols).all(axis=1)
+    src = np.asarray(src_shape, np.int64)
+    t_los = np.where(finite[:, None], np.maximum(0, np.floor(np.stack([rows.min(1), cols.min(1)], 1) - margin)), 0)
+    t_his = np.where(finite[:, None], np.minimum(src, np.ceil(np.stack([rows.max(1), cols.max(1)], 1) + margin) + 1), src)
+    t_los, t_his = t_los.astype(np.int64), t_his.astype(np.int64)
+    t_his = np.maximum(t_his, t_los + 1)  # a tile that reads nothing still gets a 1-px source
+    lo, hi = lo.tolist(), hi.tolist()
+    for t0, size, t_lo, t_hi in zip(t0s.tolist(), sizes.tolist(), t_los.tolist(), t_his.tolist()):
         box = tuple((max(s, t) - t, min(s + n, t + _TILE) - t) for s, n, t in zip(start, shape, t0))
-        a, b = np.maximum(t_lo, lo), np.minimum(t_hi, hi)
-        if np.all(a == t_lo) and np.all(b == t_hi):
+        a = [max(x, y) for x, y in zip(t_lo, lo)]
+        b = [min(x, y) for x, y in zip(t_hi, hi)]
+        if a == t_lo and b == t_hi:
             patch = flat[:, a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1]]
         else:
-            patch = np.zeros((len(flat), *(t_hi - t_lo)), flat.dtype)
-            if np.all(b > a):
+            patch = np.zeros((len(flat), t_hi[0] - t_lo[0], t_hi[1] - t_lo[1]), flat.dtype)
+            if b[0] > a[0] and b[1] > a[1]:
                 patch[:, a[0] - t_lo[0] : b[0] - t_lo[0], a[1] - t_lo[1] : b[1] - t_lo[1]] = \
                     flat[:, a[0] - lo[0] : b[0] - lo[0], a[1] - lo[1] : b[1] - lo[1]]
-        yield t0, size, box, patch, t_lo.astype(np.float64)
+        yield tuple(t0), size, box, patch, np.array(t_lo, np.float64)
