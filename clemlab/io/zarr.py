@@ -262,9 +262,21 @@ class _TensorStoreTarget:
         self._pass = 0  # the pass whose writes are being handed over (see wait)
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # a copy sent to another process (a dask.distributed worker) writes each block before its
+        # task ends: this process cannot wait for the writes of another
+        return {"_array": self._array, "_pass": 0, "_pending": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __setitem__(self, region: tuple, block: np.ndarray) -> None:
         # the block is not modified after the hand-over, so tensorstore may keep it without a copy
         future = self._array[region].write(np.asarray(block), can_reference_source_data_indefinitely=True)
+        if self._pending is None:  # a copy in another process
+            future.result()
+            return
         with self._lock:  # dask's threads hand blocks over concurrently
             # a future keeps its block until it is dropped: finished writes are checked and let go
             self._pending = [(p, f) for p, f in self._pending if not _finished(f)] + [(self._pass, future)]
@@ -297,7 +309,8 @@ def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int]
     One ``dask.array.store`` over a large lazy image (e.g. a warp) lets dask's ordering read
     inputs for far-away output chunks long before they are used, so peak memory would grow
     with the image. Storing block by block (every level's share of the block in the same pass)
-    bounds it by one block's inputs. Inputs on a block edge are computed (read) once per block
+    bounds it by one block's inputs and results, plus the previous block's results that
+    tensorstore is still writing (level 0's, which no other block shares). Inputs on a block edge are computed (read) once per block
     that needs them, so blocks are as large as STORE_BLOCK_BYTES allows and square, the shape
     with the shortest edge for their area. Blocks start on level-0 shards and on every level's
     pixels.
