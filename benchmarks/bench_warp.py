@@ -21,6 +21,8 @@ chunks, zarr to zarr, 2 threads), ``scipy.ndimage.affine_transform`` (in memory,
 ``script``, the plain user script clemlab must stay close to on disk-to-disk work: zarr-python
 reads the whole input, ``cv2.warpAffine`` warps it in memory and zarr-python writes it to the
 same sharded array clemlab writes (512² Blosc-LZ4 chunks in 4096² shards), all timed.
+``clemlab-memory`` is clemlab on the in-memory array, its result computed into memory (numpy
+in, numpy out, 2 threads), the in-memory comparison with OpenCV.
 clemlab's and dask-image's results are written by the same writer (``clemlab.write_ome_zarr``,
 one level), so the comparison is of the engines; ``io-floor`` is that read and write with no
 resampling.
@@ -37,9 +39,10 @@ and a second call after the first one's result is dropped; a run's time is the f
 two, and both are printed (columns "1st s", "2nd s", best over runs), with the ratios of the
 first calls alone.
 
-Targets (issues 5 and 22): disk to disk >= 0.8x the plain script, >= 0.7x OpenCV in memory,
->= 8x dask-image, peak RSS < 1.5 GB and < +20 % when the
-side doubles (time <= 4.4x), a 50-landmark thin-plate-spline warp <= 1.5x the affine time
+Targets (issues 5 and 22): disk to disk >= 0.8x the plain script, in memory >= 0.7x OpenCV
+(issue 22 asks >= 0.5x), >= 8x dask-image, peak RSS < 1.5 GB and < +20 % when the side doubles
+(time <= 4.4x; the writer's memory is bounded by its passes of 128 MB, so it grows with the
+image only until the image exceeds one pass: judge flatness from ``--size 16384`` up), a 50-landmark thin-plate-spline warp <= 1.5x the affine time
 (judged for the spline in BigWarp's parameterisation, which the warp evaluates directly; the
 same landmarks fitted the other way, inverted by Newton's method per coarse-grid node, are
 printed too); the last line says which are met.
@@ -426,6 +429,7 @@ def main() -> None:
             print(f"  {dtype}: in memory (numpy in, numpy out), clemlab / opencv throughput = {in_memory:.2f}x "
                   f"(per round: {_per_round(results[(dtype, 'opencv')], results[(dtype, 'clemlab-memory')])})")
             verdicts.append((f"{dtype} in memory >= 0.7x OpenCV", in_memory >= 0.7))
+            verdicts.append((f"{dtype} in memory >= 0.5x OpenCV (issue 22)", in_memory >= 0.5))
             verdicts.append((f"{dtype} >= 8x dask-image", ratios["dask-image"] >= 8))
             verdicts.append((f"{dtype} peak RSS < 1.5 GB", results[(dtype, "clemlab")]["peak_rss_mb"] * 2**20 < 1.5e9))
         if not args.no_tps and ("uint8", "clemlab-tps") in results:
@@ -455,7 +459,7 @@ def main() -> None:
             verdicts.append(("doubling: time <= 4.4x", t_ratio <= 4.4))
             verdicts.append(("doubling: peak RSS change < 20 %", abs(rss_change) < 0.2))
             verdicts.append(("doubled peak RSS < 1.5 GB", r2["peak_rss_mb"] * 2**20 < 1.5e9))
-        print("targets (issue 5): " + "; ".join(f"{k}: {_verdict(v)}" for k, v in verdicts))
+        print("targets (issues 5 and 22): " + "; ".join(f"{k}: {_verdict(v)}" for k, v in verdicts))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
