@@ -33,10 +33,10 @@ Each level's dask chunks are cut on that level's shard grid, so no two tasks eve
 same shard. The pyramid is written in passes (``dask.array.store``), one per square block of
 level-0 shards of at most STORE_BLOCK_BYTES, every level's share of the block at once; a
 pass's level-0 shards are written while the next pass computes, so peak memory is bounded by
-two blocks, whatever the image size. Levels are read back as dask chunks of at most
-READ_CHUNK_SIDE px a side, so a computation reads only the parts of shards it needs. Coarser levels whose shards span
-several blocks are completed pass after pass (zarr merges a partial shard write with what is
-stored).
+two blocks, whatever the image size. Coarser levels whose shards span several blocks are
+completed pass after pass (zarr merges a partial shard write with what is stored). Levels are
+read back as dask chunks of at most READ_CHUNK_SIDE px a side, so a computation reads only the
+parts of shards it needs.
 
 Local targets (a path or ``file://`` URL) are written into a temporary folder beside the
 target and renamed into place at the end, so a reader never sees a half-written pyramid;
@@ -310,8 +310,8 @@ def _store_blocks(data, targets: list, dims: tuple[str, ...], factors: list[int]
     inputs for far-away output chunks long before they are used, so peak memory would grow
     with the image. Storing block by block (every level's share of the block in the same pass)
     bounds it by one block's inputs and results, plus the previous block's results that
-    tensorstore is still writing (level 0's, which no other block shares). Inputs on a block edge are computed (read) once per block
-    that needs them, so blocks are as large as STORE_BLOCK_BYTES allows and square, the shape
+    tensorstore is still writing (level 0's, which no other block shares). Inputs on a block
+    edge are computed (read) once per block that needs them, so blocks are as large as STORE_BLOCK_BYTES allows and square, the shape
     with the shortest edge for their area. Blocks start on level-0 shards and on every level's
     pixels.
     """

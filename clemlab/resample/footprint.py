@@ -21,10 +21,17 @@ def source_bounds(points: np.ndarray, margin: float, src_shape: tuple) -> tuple[
     beyond the source positions ``points`` (N, D) of its samples, clipped to the image of
     ``src_shape``; the whole image where a position is not finite (a projective horizon
     crosses the region)."""
-    if not np.all(np.isfinite(points)):
-        return [0] * len(src_shape), list(src_shape)
-    lo = [max(0, int(math.floor(v - margin))) for v in points.min(axis=0)]
-    hi = [min(n, int(math.ceil(v + margin)) + 1) for v, n in zip(points.max(axis=0), src_shape)]
+    lo, hi = regions_bounds(np.asarray(points)[None], margin, src_shape)
+    return lo[0].tolist(), hi[0].tolist()
+
+
+def regions_bounds(points: np.ndarray, margin: float, src_shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`source_bounds` of many regions at once: ``points`` (R, N, D) -> ``lo``, ``hi`` (R, D) int64."""
+    src = np.asarray(src_shape, np.int64)
+    finite = np.isfinite(points).all(axis=(1, 2))[:, None]
+    with np.errstate(invalid="ignore"):
+        lo = np.where(finite, np.maximum(0, np.floor(points.min(axis=1) - margin)), 0).astype(np.int64)
+        hi = np.where(finite, np.minimum(src, np.ceil(points.max(axis=1) + margin) + 1), src).astype(np.int64)
     return lo, hi
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import transforms as _tf
-from .footprint import _RowAssembly, _scratch
+from .footprint import _RowAssembly, _scratch, regions_bounds
 from .index_map import _chunk_rows, _IndexMap, _shift, map_tolerance
 from .plan import _plan
 from .spline import footprint_radius
@@ -185,18 +185,13 @@ def _canonical_tiles(flat: np.ndarray, matrix: np.ndarray, start: tuple, shape: 
     sizes = np.minimum(_TILE, np.asarray(out_total) - t0s)
     # every tile's four corners mapped at once, each with the same operations whatever the
     # chunk, so a tile's source footprint does not depend on the chunk that computes it
-    r = (t0s[:, 0:1] + np.stack([0 * sizes[:, 0], 0 * sizes[:, 0], sizes[:, 0] - 1, sizes[:, 0] - 1], 1)).astype(np.float64)
-    c = (t0s[:, 1:2] + np.stack([0 * sizes[:, 1], sizes[:, 1] - 1, 0 * sizes[:, 1], sizes[:, 1] - 1], 1)).astype(np.float64)
+    r = (t0s[:, :1] + np.array([0, 0, 1, 1]) * (sizes[:, :1] - 1)).astype(np.float64)  # (T, 4)
+    c = (t0s[:, 1:] + np.array([0, 1, 0, 1]) * (sizes[:, 1:] - 1)).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = matrix[2, 0] * r + matrix[2, 1] * c + matrix[2, 2]
-        rows = (matrix[0, 0] * r + matrix[0, 1] * c + matrix[0, 2]) / w  # (T, 4); w = 1 for affine maps
-        cols = (matrix[1, 0] * r + matrix[1, 1] * c + matrix[1, 2]) / w
-    margin = footprint_radius(1)
-    finite = np.isfinite(rows).all(axis=1) & np.isfinite(cols).all(axis=1)
-    src = np.asarray(src_shape, np.int64)
-    t_los = np.where(finite[:, None], np.maximum(0, np.floor(np.stack([rows.min(1), cols.min(1)], 1) - margin)), 0)
-    t_his = np.where(finite[:, None], np.minimum(src, np.ceil(np.stack([rows.max(1), cols.max(1)], 1) + margin) + 1), src)
-    t_los, t_his = t_los.astype(np.int64), t_his.astype(np.int64)
+        w = matrix[2, 0] * r + matrix[2, 1] * c + matrix[2, 2]  # 1 for affine maps
+        mapped = np.stack([(matrix[0, 0] * r + matrix[0, 1] * c + matrix[0, 2]) / w,
+                           (matrix[1, 0] * r + matrix[1, 1] * c + matrix[1, 2]) / w], axis=-1)  # (T, 4, 2)
+    t_los, t_his = regions_bounds(mapped, footprint_radius(1), src_shape)
     t_his = np.maximum(t_his, t_los + 1)  # a tile that reads nothing still gets a 1-px source
     lo, hi = lo.tolist(), hi.tolist()
     for t0, size, t_lo, t_hi in zip(t0s.tolist(), sizes.tolist(), t_los.tolist(), t_his.tolist()):
