@@ -12,9 +12,8 @@ benchmark and on an input written by its own writer, so old and new are timed in
 
 An EM image of ``size``² pixels is stored as zarr on disk (an OME-Zarr 0.5 written by clemlab:
 512² chunks in 4096² shards, Blosc LZ4) and opened lazily with ``clemlab.open_image`` (one dask
-task per shard),
-warped with an affine (rotation 10°, scale 1.1, bilinear) onto a grid of the same size and
-written to zarr on disk with the threaded scheduler and 2 threads. Baselines measured in the
+task per 2048² part of a shard), warped with an affine (rotation 10°, scale 1.1, bilinear)
+onto a grid of the same size and written to zarr on disk with the threaded scheduler and 2 threads. Baselines measured in the
 same run: ``cv2.warpAffine`` on the in-memory array (cv2.setNumThreads(2); the time includes
 allocating its output, as a user's call does), ``dask_image.ndinterp.affine_transform`` (same
 chunks, zarr to zarr, 2 threads), ``scipy.ndimage.affine_transform`` (in memory, one core) and
@@ -92,7 +91,7 @@ def _make_input(path: str, size: int, dtype: str) -> None:
 
 
 def _open(path: str):
-    """The stored input as a lazy dask array (clemlab's OME-Zarr reader, one task per zarr chunk)."""
+    """The stored input as a lazy dask array (clemlab's OME-Zarr reader, one task per part of a shard)."""
     import clemlab as cl
 
     return cl.open_image(path).data
