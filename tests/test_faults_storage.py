@@ -114,6 +114,19 @@ def test_missing_chunk_of_a_complete_store_named(store, how):
     np.testing.assert_array_equal(back.isel(x=slice(0, 512)).values, img.values[:, :512])
 
 
+def test_missing_shard_read_in_parts_is_named(tmp_path):
+    """A shard larger than a read part (4096 px, read in 2048-px parts): its absence is named
+    from every part, and the other shard still reads."""
+    data = np.random.default_rng(0).integers(1, 255, (4096, 4608), dtype=np.uint8)
+    path = cl.write_ome_zarr(cl.as_image(data, pixel_size=0.01), tmp_path / "b.ome.zarr", scale_factors=[])
+    (path / "0" / "c" / "0" / "0").unlink()
+    back = cl.open_image(path)
+    for region in ((slice(0, 2048), slice(0, 2048)), (slice(2048, 4096), slice(2048, 4096))):
+        with pytest.raises(FileFormatError, match=r"chunk 0/c/0/0 is missing or empty"):
+            back.isel(y=region[0], x=region[1]).values
+    np.testing.assert_array_equal(back.isel(x=slice(4096, 4608)).values, data[:, 4096:])
+
+
 def test_missing_chunk_of_a_store_not_marked_complete_reads_as_fill(store):
     """zarr's rule for stores clemlab did not vouch for: an absent chunk is the fill value."""
     path, img = store

@@ -247,6 +247,22 @@ def test_sharded_v3_layout_gives_few_files(tmp_path):
     np.testing.assert_array_equal(cl.open_image(path).values, data)
 
 
+def test_a_large_shard_is_read_in_parts_of_whole_chunks(tmp_path):
+    """Shards of 4096 px are read as dask chunks of at most 2048 px, cut on inner chunks and on
+    shards, so a region reads only the parts under it; values equal zarr-python's."""
+    yy, xx = np.mgrid[0:4100, 0:4000]
+    data = ((yy // 7 + xx // 5) % 251).astype(np.uint8)
+    path = cl.write_ome_zarr(cl.as_image(data, pixel_size=0.01), tmp_path / "big.ome.zarr", scale_factors=[])
+    img = cl.open_image(path)
+    for sizes in img.data.chunks:
+        assert max(sizes) <= 2048
+        edges = np.cumsum(sizes)[:-1]
+        assert np.all(edges % 512 == 0) and set(range(4096, sum(sizes), 4096)) <= set(edges)
+    region = img.isel(y=slice(1000, 3000), x=slice(3900, 4000))
+    np.testing.assert_array_equal(region.values, zarr.open_array(str(path / "0"), mode="r")[1000:3000, 3900:4000])
+    np.testing.assert_array_equal(img.values, data)
+
+
 def test_reads_ngff_04_zarr_v2_written_by_ome_zarr(tmp_path):
     from ome_zarr.format import FormatV04
     from ome_zarr.io import parse_url
