@@ -159,6 +159,24 @@ def test_numpy_and_dask_inputs_identical_and_channels():
     np.testing.assert_array_equal(a.values, b.values)
 
 
+def test_an_in_memory_image_is_read_in_place_not_copied():
+    # a numpy image is the warp's source as it is: preparing the warp allocates nothing of its
+    # size (a copy would double the memory an in-memory warp needs), and computing reads it
+    import tracemalloc
+
+    arr = texture((2048, 2048), 3).astype(np.float32)  # 16 MiB
+    img = cl.as_image(arr, pixel_size=0.1, modality="LM")
+    tf = T.Similarity(1.0, 0.1, [2.0, -1.0], source_frame="LM", target_frame="LM")
+    tracemalloc.start()
+    try:
+        out = cl.warp(img, tf, like=img, chunks=512)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < arr.nbytes / 4, f"preparing the warp allocated {peak / 2**20:.1f} MiB"
+    expected = cl.warp(img.copy(data=da.from_array(arr.copy(), chunks=1024)), tf, like=img, chunks=512).values
+    np.testing.assert_array_equal(out.values, expected)
+
 def test_higher_order_and_3d_use_scipy_per_chunk():
     src = cl.as_image(texture((90, 100), 3).astype(np.float64), pixel_size=0.1, modality="EM")
     dst = cl.as_image(np.zeros((70, 80)), pixel_size=0.1, origin=(0.6, 0.8), modality="T")

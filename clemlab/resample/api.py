@@ -116,6 +116,8 @@ def warp(image: xr.DataArray, transform: Any = None, like: xr.DataArray | None =
     image : xarray.DataArray
         Image in the transform's source frame, dims ``([c,] [z,] y, x)``, numpy- or
         dask-backed. Only the source chunks under each output chunk's footprint are read.
+        A numpy-backed image is not copied: it is read when the result is computed, so
+        change its pixels in place only after computing the result.
     transform : Transform or Registration, optional
         Maps ``image``-frame points to target-frame points (µm, ``(x, y[, z])``).
         Default: the transform stored in ``image.attrs["clem:transforms"]`` for ``like``'s frame.
