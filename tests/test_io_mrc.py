@@ -44,6 +44,27 @@ def test_lazy_mrc_is_memmapped_dask(shared_data):
     assert img.data.chunksize == (5, 20, 20)
 
 
+def test_lazy_mrc_reads_no_voxels_until_computed(tmp_path):
+    # opening lazily maps the file: nothing of the volume's size is allocated until a region
+    # is computed, and a region read is that region of the file
+    import pickle
+    import tracemalloc
+
+    vol = np.arange(8 * 512 * 512, dtype=np.float32).reshape(8, 512, 512)  # 8 MiB
+    path = _write(tmp_path / "vol.mrc", vol, voxel_size=2.0)
+    tracemalloc.start()
+    try:
+        img = open_image(path, lazy=True, chunks=(1, 256, 256))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < vol.nbytes / 8, f"opening allocated {peak / 2**20:.1f} MiB"
+    np.testing.assert_array_equal(img.isel(z=3, y=slice(100, 300)).values, vol[3, 100:300])
+    again = pickle.loads(pickle.dumps(img.data))  # as a dask.distributed worker receives it
+    assert len(pickle.dumps(img.data)) < vol.nbytes / 8
+    np.testing.assert_array_equal(again[5].compute(), vol[5])
+
+
 def _write(path, data, voxel_size=None, **header):
     with mrcfile.new(path, overwrite=True) as m:
         m.set_data(data)

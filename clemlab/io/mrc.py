@@ -142,7 +142,7 @@ def read_mrc(path: str | os.PathLike, *, lazy: bool | None = None, chunks: Any =
         if gz:
             arr = _read_eager(path, where)
         else:
-            arr = np.memmap(os.fspath(path), dtype=dtype, mode="r", offset=offset, shape=shape)
+            arr = _MappedVoxels(path, dtype, offset, shape)
         data = da.from_array(arr, chunks=chunks if chunks is not None else "auto", asarray=False)
     else:
         data = _read_eager(path, where)
@@ -195,6 +195,29 @@ def read_mrc(path: str | os.PathLike, *, lazy: bool | None = None, chunks: Any =
         attrs=attrs,
         missing_reason=missing or "the MRC header gives no voxel size",
     )
+
+
+class _MappedVoxels:
+    """The voxels of an uncompressed MRC file as dask's source: each read maps the file and
+    returns an in-memory copy of the region asked for.
+
+    ``dask.array.from_array`` copies an input that has a ``copy`` method whole, which for a
+    ``numpy.memmap`` reads the whole file at opening; this object offers only what
+    ``from_array`` reads (``shape``, ``dtype``, ``ndim``, ``[]``). It pickles as its file's
+    path and layout, so a dask.distributed worker maps the file itself.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, offset: int, shape: tuple[int, ...]):
+        self.path, self.dtype, self.offset, self.shape = Path(path), np.dtype(dtype), int(offset), tuple(shape)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        voxels = np.memmap(os.fspath(self.path), dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+        return np.array(voxels[key])
+
+    def __dask_tokenize__(self) -> tuple:
+        stat = self.path.stat()
+        return (os.fspath(self.path.resolve()), stat.st_size, stat.st_mtime_ns, self.offset, str(self.dtype), self.shape)
 
 
 def _read_eager(path: Path, where: str) -> np.ndarray:

@@ -59,6 +59,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from .._dask_view import dask_view
 from ..errors import FileExistsRefusedError, FileFormatError, ImageError
 
 __all__ = ["write_ome_zarr", "read_ome_zarr", "open_multiscale", "is_ome_zarr", "NGFF_VERSION"]
@@ -436,7 +437,7 @@ def write_ome_zarr(image: Any, path: str | os.PathLike, *, scale_factors: Sequen
     dims = tuple(img.dims)
     sdims = img.clem.spatial_dims
     shape_yx = (img.sizes["y"], img.sizes["x"])
-    data = img.data if isinstance(img.data, da.Array) else da.from_array(img.data, chunks=-1, name=False)
+    data = img.data if isinstance(img.data, da.Array) else dask_view(img.data)
     if chunks is None:
         csize = {d: 1 if d == "z" else DEFAULT_CHUNK for d in sdims}
     else:

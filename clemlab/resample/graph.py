@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._dask_view import dask_view
 from ..errors import ImageError
 from .footprint import source_bounds
 from .index_map import _chunk_rows, _IndexMap, map_tolerance
@@ -39,23 +40,6 @@ def _box_samples(shape: tuple[int, ...], dense: bool) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(shape))
 
 
-def _one_block(arr: np.ndarray) -> Any:
-    """An in-memory array as a dask array of one block that is the array itself, not a copy.
-
-    ``dask.array.from_array`` copies its input whole, which for an in-memory image costs as
-    much time and memory as the image; the warp only reads its source, so the caller's array
-    serves directly (it is read when the result is computed, as a numpy view would be).
-    """
-    import uuid
-
-    import dask.array as da
-    from dask.highlevelgraph import HighLevelGraph
-
-    name = f"clemlab-source-{uuid.uuid4().hex}"  # hashing the pixels would cost a pass over them
-    graph = HighLevelGraph.from_collections(name, {(name,) + (0,) * arr.ndim: arr}, dependencies=[])
-    return da.Array(graph, name, tuple((n,) for n in arr.shape), meta=arr[(slice(0, 0),) * arr.ndim])
-
-
 def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order: int, fill: float,
            dtype: np.dtype, method: str) -> tuple[Any, int]:
     """The lazy output array (lead dims + spatial) and the number of chunks that hit the source."""
@@ -64,7 +48,7 @@ def _build(src_data: Any, nlead: int, imap: _IndexMap, out_chunks: tuple, order:
     from dask.highlevelgraph import HighLevelGraph
 
     if not isinstance(src_data, da.Array):
-        src_data = _one_block(np.asarray(src_data))
+        src_data = dask_view(src_data)
     src_shape = src_data.shape[nlead:]
     lead_chunks = src_data.chunks[:nlead]
     bounds = [np.concatenate([[0], np.cumsum(c)]) for c in src_data.chunks[nlead:]]
