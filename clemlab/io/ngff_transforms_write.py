@@ -69,8 +69,8 @@ def write_registration(group: Any, registration: Any, source: str = "lm", target
                         unless already named) with its axes, and image_frame; datasets map
                         each level to "physical"
                     ome.multiscales[0].coordinateTransformations: physical -> image_frame
-                        (identity; a scale where the image's unit is not µm; an affine
-                        with one row per space axis where channel/time axes are dropped)
+                        (identity; a scale where the image's unit is not µm; inside a
+                        byDimension of the space axes where channel/time axes are dropped)
                     ome.scene.coordinateSystems: target (the common reference, first as
                         the spec recommends), then source (2-3 space axes, µm)
                     ome.scene.coordinateTransformations: source -> target
@@ -227,20 +227,21 @@ def _level_matrix(ds: dict, axes: list[dict]) -> np.ndarray:
 def _link_json(image_axes: list[dict], units: np.ndarray, intrinsic: str, frame: str) -> dict:
     """The image's own system -> the named (µm, space-only) system it lives in.
 
-    Channel and time axes are dropped by a non-square ``affine`` (rows: the space axes, columns:
-    all the image's axes and the offset), the form NGFF 0.6 gives for maps between systems of
-    different dimension; a space-only image in µm is linked by ``identity``, or by ``scale``
-    where its unit is not µm.
+    Channel and time axes are dropped by a ``byDimension`` whose one part maps the space axes
+    (``inputAxes``: their indices in the image) to the frame's axes, the form the spec's own
+    example ``byDimension2`` gives for an input axis that has no output (a non-square
+    ``affine`` says the same, but validators of NGFF 0.6 metadata, ome-zarr-models 1.8.1 among
+    them, require a multiscale's transforms to keep its number of axes); a space-only image in
+    µm is linked by ``identity``, or by ``scale`` where its unit is not µm.
     """
     space = [i for i, a in enumerate(image_axes) if a.get("type") == "space"]
-    if len(space) < len(image_axes):
-        m = np.zeros((len(space), len(image_axes) + 1))
-        m[np.arange(len(space)), space] = units
-        body = {"type": "affine", "affine": m.tolist()}
-    elif not np.all(units == 1.0):
-        body = {"type": "scale", "scale": units.tolist()}
-    else:
+    if np.all(units == 1.0):
         body = {"type": "identity"}
+    else:
+        body = {"type": "scale", "scale": units.tolist()}
+    if len(space) < len(image_axes):
+        body = {"type": "byDimension", "transformations": [
+            {"transformation": body, "inputAxes": space, "outputAxes": list(range(len(space)))}]}
     return {**body, "input": {"name": intrinsic}, "output": {"name": frame}}
 
 
