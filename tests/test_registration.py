@@ -21,6 +21,23 @@ def noisy_pairs(n=12, sigma=0.02, seed=0):
     return true, src, dst
 
 
+def test_thin_plate_spline_left_out_errors_equal_refits():
+    # an exact spline's left-out errors come from one inverse of its system: each equals the
+    # distance at the pair of a spline fitted to the other pairs (scipy's RBFInterpolator
+    # with the same kernel and linear drift is the independent refit)
+    from scipy.interpolate import RBFInterpolator
+
+    rng = np.random.default_rng(5)
+    src = rng.uniform(0, 50, (40, 2))
+    dst = src * 1.02 + 0.5 * np.sin(src[:, ::-1] / 7) + rng.normal(0, 0.02, (40, 2))
+    reg = register(Landmarks.from_points(src, dst), model="tps")
+    for i in (0, 7, 23, 39):
+        keep = np.arange(len(src)) != i
+        refit = RBFInterpolator(src[keep], dst[keep], kernel="thin_plate_spline", degree=1)
+        assert reg.loo_errors[i] == pytest.approx(np.linalg.norm(refit(src[i:i + 1])[0] - dst[i]), rel=1e-7)
+    assert np.all(reg.loo_errors > reg.residuals)
+
+
 def test_affine_registration_residuals_and_loo():
     true, src, dst = noisy_pairs()
     reg = register(Landmarks.from_points(src, dst), model="affine")
